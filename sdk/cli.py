@@ -1,1 +1,6 @@
-def main() -> int:\n    return 0
+"""The sealroom command (placeholder until the CLI lands)."""
+
+
+def main() -> int:
+    """Entry point of the sealroom command."""
+    return 0
