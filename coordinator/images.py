@@ -1,0 +1,315 @@
+"""Build the worker image hermetically: wheels on the host, no network inside the build.
+
+What this module promises:
+
+* The dependency set is read from ``pyproject.toml``: the base dependencies (minus the
+  HTTP client, which the worker never uses) plus the ``enclave`` extra.
+* Wheels for the image's Python (3.11, CPython) and the host's architecture are downloaded with
+  ``pip download --only-binary=:all:`` into ``images/worker/wheels/`` (git-ignored) and pinned,
+  with their SHA-256, in ``images/worker/requirements-<arch>.lock``. A lock that matches the
+  dependency set is reused: its wheels are verified locally and only missing ones are fetched
+  (with ``--require-hashes``), so a rebuild with a warm cache needs no network at all.
+* The build context (``images/.build/worker``, git-ignored) holds the Dockerfile, the lock, the
+  wheels and the ``sdk`` and ``enclave`` source trees only; coordinator code never enters it.
+* ``docker build`` runs with ``network_mode="none"``; the image id it prints is the worker's
+  measurement.
+
+Command line: ``python -m coordinator.images build [--base IMAGE] [--tag TAG]`` (what
+``sealroom worker build`` calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKER_DIR = REPO_ROOT / "images" / "worker"
+DEFAULT_TAG = "sealroom-worker:latest"
+OFFLINE_BASE = "sealroom-base:bookworm"
+PYTHON_VERSION = "3.11"
+# Packages of the base install the worker never needs.
+WORKER_EXCLUDED = frozenset({"httpx"})
+# Packages copied as source into the image (never "coordinator").
+WORKER_SOURCE_PACKAGES = ("sdk", "enclave")
+
+_PLATFORMS = {
+    "x86_64": ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64"),
+    "aarch64": ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64"),
+}
+_ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+class ImageBuildError(RuntimeError):
+    """The worker image could not be built; the message says which step failed."""
+
+
+@dataclass(frozen=True)
+class LockEntry:
+    """One pinned wheel: distribution name, version, file name and SHA-256."""
+
+    name: str
+    version: str
+    filename: str
+    sha256: str
+
+    def line(self) -> str:
+        """The requirements line pip needs for ``--require-hashes``."""
+        return f"{self.name}=={self.version} --hash=sha256:{self.sha256}  # {self.filename}"
+
+
+def machine_arch(machine: str | None = None) -> str:
+    """Normalise ``uname -m`` to ``x86_64`` or ``aarch64``.
+
+    Raises ImageBuildError for an architecture without manylinux platform tags here.
+    """
+    arch = (machine or platform.machine()).lower()
+    arch = _ARCH_ALIASES.get(arch, arch)
+    if arch not in _PLATFORMS:
+        raise ImageBuildError(f"unsupported machine architecture {arch!r}")
+    return arch
+
+
+def worker_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
+    """The requirement strings the worker needs: base dependencies (minus excluded) + ``enclave``.
+
+    Raises ImageBuildError when pyproject.toml has no ``enclave`` extra.
+    """
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    extras: dict[str, list[str]] = project.get("optional-dependencies", {})
+    if "enclave" not in extras:
+        raise ImageBuildError("pyproject.toml has no [project.optional-dependencies] enclave")
+    reqs = [r for r in project.get("dependencies", []) if _req_name(r) not in WORKER_EXCLUDED]
+    reqs += [r for r in extras["enclave"] if not _req_name(r).startswith("sealroom")]
+    return sorted(set(reqs), key=str.lower)
+
+
+def _req_name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement.strip())
+    return _normalise(match.group(0)) if match else requirement
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def lock_stamp(requirements: Sequence[str], arch: str) -> str:
+    """A digest of what a lock was resolved for (requirements, Python, platforms)."""
+    spec = {"requirements": list(requirements), "python": PYTHON_VERSION,
+            "platforms": list(_PLATFORMS[arch])}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def read_lock(lock_path: Path) -> tuple[str, list[LockEntry]]:
+    """Parse a lock file written by :func:`write_lock`: (stamp, entries). Missing file → ("", [])."""
+    if not lock_path.exists():
+        return "", []
+    stamp, entries = "", []
+    pattern = re.compile(r"^(\S+)==(\S+) --hash=sha256:([0-9a-f]{64})\s+#\s+(\S+)$")
+    for raw in lock_path.read_text(encoding="utf-8").splitlines():
+        if raw.startswith("# stamp: "):
+            stamp = raw.removeprefix("# stamp: ").strip()
+        elif match := pattern.match(raw.strip()):
+            name, version, sha, filename = match.groups()
+            entries.append(LockEntry(name, version, filename, sha))
+    return stamp, entries
+
+
+def write_lock(lock_path: Path, stamp: str, entries: Iterable[LockEntry]) -> None:
+    """Write the pinned, hashed requirements file (sorted, so it diffs well)."""
+    lines = [
+        "# Generated by `python -m coordinator.images lock`; do not edit.",
+        "# Wheels of the worker image's dependencies, pinned with their SHA-256.",
+        f"# stamp: {stamp}",
+    ]
+    lines += [e.line() for e in sorted(entries, key=lambda e: e.name)]
+    lock_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def entries_from_wheels(wheel_dir: Path) -> list[LockEntry]:
+    """One lock entry per ``*.whl`` in ``wheel_dir``.
+
+    Raises ImageBuildError if two wheels have the same distribution name.
+    """
+    entries: dict[str, LockEntry] = {}
+    for wheel in sorted(wheel_dir.glob("*.whl")):
+        name, version = wheel.name.split("-")[:2]
+        key = _normalise(name)
+        if key in entries:
+            raise ImageBuildError(f"two wheels for {key}: {entries[key].filename}, {wheel.name}")
+        entries[key] = LockEntry(key, version, wheel.name, _sha256(wheel))
+    return list(entries.values())
+
+
+def _pip_download(args: Sequence[str], dest: Path, arch: str) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+           "--only-binary=:all:", "--implementation", "cp", "--python-version", PYTHON_VERSION,
+           "--dest", str(dest)]
+    for tag in _PLATFORMS[arch]:
+        cmd += ["--platform", tag]
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ImageBuildError(f"pip download failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+
+
+def prepare_wheels(wheel_dir: Path = WORKER_DIR / "wheels", *, arch: str | None = None,
+                   requirements: Sequence[str] | None = None, relock: bool = False,
+                   log: Callable[[str], None] = print) -> Path:
+    """Make ``wheel_dir`` hold exactly the locked wheels and return the lock file's path.
+
+    Reuses the lock when its stamp matches the requirements (fetching only wheels that are
+    missing or whose hash differs, verified by pip); otherwise resolves afresh and rewrites it.
+    Raises ImageBuildError when pip fails.
+    """
+    arch = machine_arch(arch)
+    reqs = list(requirements) if requirements is not None else worker_requirements()
+    lock_path = WORKER_DIR / f"requirements-{arch}.lock"
+    stamp = lock_stamp(reqs, arch)
+    old_stamp, entries = read_lock(lock_path)
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    if relock or old_stamp != stamp or not entries:
+        log(f"resolving {len(reqs)} requirements for cp{PYTHON_VERSION} {arch}")
+        fresh = wheel_dir.with_name(wheel_dir.name + ".new")
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir()
+        _pip_download(reqs, fresh, arch)
+        shutil.rmtree(wheel_dir)
+        fresh.rename(wheel_dir)
+        write_lock(lock_path, stamp, entries_from_wheels(wheel_dir))
+        return lock_path
+    missing = [e for e in entries if not (wheel_dir / e.filename).exists()
+               or _sha256(wheel_dir / e.filename) != e.sha256]
+    if missing:
+        log(f"fetching {len(missing)} locked wheels")
+        for e in missing:
+            (wheel_dir / e.filename).unlink(missing_ok=True)
+        pinned = wheel_dir / ".missing.txt"
+        pinned.write_text("".join(e.line() + "\n" for e in missing), encoding="utf-8")
+        try:
+            _pip_download(["--no-deps", "--require-hashes", "-r", str(pinned)], wheel_dir, arch)
+        finally:
+            pinned.unlink(missing_ok=True)
+    else:
+        log(f"all {len(entries)} locked wheels cached in {wheel_dir}")
+    wanted = {e.filename for e in entries}
+    for stray in wheel_dir.glob("*.whl"):
+        if stray.name not in wanted:
+            stray.unlink()
+    return lock_path
+
+
+def assemble_context(lock_path: Path, wheel_dir: Path,
+                     out_dir: Path = REPO_ROOT / "images" / ".build" / "worker") -> Path:
+    """Lay out the build context: Dockerfile, lock, wheels (hard links when possible), sources.
+
+    Only the packages in WORKER_SOURCE_PACKAGES are copied, without caches or tests.
+    """
+    shutil.rmtree(out_dir, ignore_errors=True)
+    (out_dir / "wheels").mkdir(parents=True)
+    shutil.copy2(WORKER_DIR / "Dockerfile", out_dir / "Dockerfile")
+    shutil.copy2(lock_path, out_dir / "requirements.lock")
+    for _, entries in [read_lock(lock_path)]:
+        for e in entries:
+            src, dst = wheel_dir / e.filename, out_dir / "wheels" / e.filename
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests", ".mypy_cache")
+    for package in WORKER_SOURCE_PACKAGES:
+        shutil.copytree(REPO_ROOT / package, out_dir / "src" / package, ignore=ignore)
+    return out_dir
+
+
+def docker_build(context: Path, *, base: str, tag: str, client: Any = None,
+                 log: Callable[[str], None] = print) -> str:
+    """``docker build --network none --build-arg BASE=base -t tag context``; returns the image id.
+
+    Raises ImageBuildError with the build's last output lines on failure.
+    """
+    import docker  # imported here: the SDK is a coordinator dependency, not a base one
+
+    client = client or docker.from_env(timeout=600)
+    tail: list[str] = []
+    image_id = ""
+    for chunk in client.api.build(path=str(context), tag=tag, buildargs={"BASE": base},
+                                  network_mode="none", rm=True, forcerm=True, pull=False,
+                                  decode=True):
+        if "stream" in chunk:
+            text = str(chunk["stream"]).rstrip()
+            if text:
+                tail = (tail + [text])[-40:]
+                log(text)
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = str(chunk["aux"]["ID"])
+        if "error" in chunk:
+            raise ImageBuildError("docker build failed:\n" + "\n".join(tail)
+                                  + "\n" + str(chunk["error"]))
+    if not image_id:
+        image_id = str(client.images.get(tag).id)
+    return image_id
+
+
+def build_worker_image(*, base: str = OFFLINE_BASE, tag: str = DEFAULT_TAG,
+                       arch: str | None = None, relock: bool = False, client: Any = None,
+                       log: Callable[[str], None] = print) -> str:
+    """Prepare wheels, assemble the context and build the image; return its id (the measurement).
+
+    Raises ImageBuildError on any failing step.
+    """
+    wheel_dir = WORKER_DIR / "wheels"
+    lock_path = prepare_wheels(wheel_dir, arch=arch, relock=relock, log=log)
+    context = assemble_context(lock_path, wheel_dir)
+    return docker_build(context, base=base, tag=tag, client=client, log=log)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry: ``build`` (prints the image id on stdout) or ``lock``."""
+    parser = argparse.ArgumentParser(prog="python -m coordinator.images",
+                                     description="Build the sealroom worker image offline.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="download/verify wheels and build the worker image")
+    build.add_argument("--base", default=os.environ.get("SEALROOM_WORKER_BASE", OFFLINE_BASE),
+                       help=f"base image (default {OFFLINE_BASE}; python:3.11-slim with a registry)")
+    build.add_argument("--tag", default=DEFAULT_TAG)
+    build.add_argument("--relock", action="store_true", help="resolve dependencies afresh")
+    lock = sub.add_parser("lock", help="only download the wheels and write the lock")
+    lock.add_argument("--relock", action="store_true")
+    args = parser.parse_args(argv)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        if args.command == "lock":
+            print(prepare_wheels(relock=args.relock, log=log))
+        else:
+            print(build_worker_image(base=args.base, tag=args.tag, relock=args.relock, log=log))
+    except ImageBuildError as exc:
+        log(f"error: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
