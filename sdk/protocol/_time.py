@@ -1,0 +1,37 @@
+"""Timestamps in signed payloads: RFC 3339 UTC with second precision (``2026-01-02T03:04:05Z``)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from sdk.errors import InputError
+
+_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def format_time(moment: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC, seconds precision."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now() -> str:
+    """The current time, formatted."""
+    return format_time(datetime.now(UTC))
+
+
+def parse_time(text: object, where: str) -> datetime:
+    """Parse a formatted timestamp. Raises ``InputError``."""
+    if not isinstance(text, str) or not _TIME_RE.match(text):
+        raise InputError(f"{where}: expected a UTC time like 2026-01-02T03:04:05Z")
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise InputError(f"{where}: invalid time") from exc
+
+
+def check_time(text: object, where: str) -> str:
+    """Validate a timestamp field and return it unchanged."""
+    parse_time(text, where)
+    assert isinstance(text, str)
+    return text

@@ -1,0 +1,563 @@
+"""Payload models of the signed objects of DESIGN §4: manifest, attestation, upload, bundle,
+approval.
+
+Each model is frozen and typed, has ``to_dict``/``from_dict``, rejects unknown fields and uses
+decimal strings instead of floats. ``KIND`` names the DSSE payload type. Receipts, checkpoints
+and log entries live in :mod:`sdk.protocol.records`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sdk.errors import InputError
+from sdk.protocol._fields import (
+    check_hex64,
+    check_keys,
+    check_name,
+    expect_mapping,
+    get_bool,
+    get_choice,
+    get_decimal,
+    get_hex64,
+    get_int,
+    get_list,
+    get_name,
+    get_str,
+    get_str_list,
+)
+from sdk.protocol._time import check_time
+from sdk.protocol.canonical import canonical_json
+from sdk.protocol.keys import PublicIdentity, _unhex
+from sdk.protocol.spec import OutputSpec
+
+ROLES = ("data_owner", "analyst", "recipient")
+ID_KINDS = ("email", "phone", "sha256", "none")
+COLUMN_TYPES = ("string", "int", "float", "bool", "date")
+PROVIDERS = ("simulated", "none", "aws-nitro", "amd-sev-snp", "intel-tdx")
+ISOLATIONS = ("container", "none")
+BUNDLE_KINDS = ("python", "sql", "template")
+DECISIONS = ("approve", "revoke")
+
+
+@dataclass(frozen=True)
+class Party:
+    """A party of the room: its public keys and roles."""
+
+    identity: PublicIdentity
+    roles: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.identity.to_dict(), "roles": list(self.roles)}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Party:
+        where = "manifest.parties[]"
+        d = expect_mapping(data, where)
+        check_keys(d, where, ["name", "signing_key", "encryption_key", "roles"])
+        roles = get_str_list(d, "roles", where, max_items=len(ROLES))
+        if any(r not in ROLES for r in roles) or len(set(roles)) != len(roles):
+            raise InputError(f"{where}.roles: each of {list(ROLES)} at most once")
+        identity = PublicIdentity.from_dict(
+            {k: d[k] for k in ("name", "signing_key", "encryption_key")}, where
+        )
+        return cls(identity, roles)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a dataset schema."""
+
+    name: str
+    type: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Column:
+        where = "manifest.datasets[].schema[]"
+        d = expect_mapping(data, where)
+        check_keys(d, where, ["name", "type"])
+        return cls(get_name(d, "name", where), get_choice(d, "type", where, COLUMN_TYPES))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset the room accepts: owner, schema, identifier, privacy floor and budget."""
+
+    name: str
+    owner: str
+    schema: tuple[Column, ...]
+    id_column: str
+    id_kind: str
+    min_group_size: int
+    epsilon_budget: str
+    delta_budget: str = "0"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "owner": self.owner,
+            "schema": [c.to_dict() for c in self.schema],
+            "id_column": self.id_column,
+            "id_kind": self.id_kind,
+            "min_group_size": self.min_group_size,
+            "epsilon_budget": self.epsilon_budget,
+            "delta_budget": self.delta_budget,
+        }
+
+    def schema_digest(self) -> str:
+        """SHA-256 over the canonical schema: uploads bind it."""
+        return hashlib.sha256(canonical_json([c.to_dict() for c in self.schema])).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: object) -> Dataset:
+        where = "manifest.datasets[]"
+        d = expect_mapping(data, where)
+        check_keys(
+            d,
+            where,
+            ["name", "owner", "schema", "id_column", "id_kind", "min_group_size", "epsilon_budget"],
+            ["delta_budget"],
+        )
+        schema = tuple(Column.from_dict(c) for c in get_list(d, "schema", where, max_items=512))
+        names = [c.name for c in schema]
+        if not schema or len(set(names)) != len(names):
+            raise InputError(f"{where}.schema: needs distinct column names")
+        id_column = get_name(d, "id_column", where)
+        if id_column not in names:
+            raise InputError(f"{where}.id_column: not a column of the schema")
+        return cls(
+            name=get_name(d, "name", where),
+            owner=get_name(d, "owner", where),
+            schema=schema,
+            id_column=id_column,
+            id_kind=get_choice(d, "id_kind", where, ID_KINDS),
+            min_group_size=get_int(d, "min_group_size", where, minimum=1, maximum=10**9),
+            epsilon_budget=get_decimal(d, "epsilon_budget", where, non_negative=True),
+            delta_budget=get_decimal(d, "delta_budget", where, non_negative=True)
+            if "delta_budget" in d
+            else "0",
+        )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a worker runs: the image id (or ``unisolated``) and the digest of its code."""
+
+    image_id: str
+    code_digest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image_id": self.image_id, "code_digest": self.code_digest}
+
+    @classmethod
+    def from_dict(cls, data: object, where: str = "measurement") -> Measurement:
+        d = expect_mapping(data, where)
+        check_keys(d, where, ["image_id", "code_digest"])
+        return cls(get_str(d, "image_id", where, max_len=200), get_hex64(d, "code_digest", where))
+
+
+@dataclass(frozen=True)
+class WorkerPolicy:
+    """Which workers the parties accept."""
+
+    measurements: tuple[Measurement, ...]
+    providers: tuple[str, ...]
+    platform_keys: tuple[bytes, ...]
+    allow_unisolated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "measurements": [m.to_dict() for m in self.measurements],
+            "providers": list(self.providers),
+            "platform_keys": [k.hex() for k in self.platform_keys],
+            "allow_unisolated": self.allow_unisolated,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> WorkerPolicy:
+        where = "manifest.workers"
+        d = expect_mapping(data, where)
+        check_keys(d, where, ["measurements", "providers", "platform_keys"], ["allow_unisolated"])
+        providers = get_str_list(d, "providers", where, max_items=8)
+        if not providers or any(p not in PROVIDERS for p in providers):
+            raise InputError(f"{where}.providers: each one of {list(PROVIDERS)}")
+        keys = tuple(
+            _unhex(k, f"{where}.platform_keys[]", 32)
+            for k in get_list(d, "platform_keys", where, max_items=16)
+        )
+        return cls(
+            measurements=tuple(
+                Measurement.from_dict(m, f"{where}.measurements[]")
+                for m in get_list(d, "measurements", where, max_items=64)
+            ),
+            providers=providers,
+            platform_keys=keys,
+            allow_unisolated=get_bool(d, "allow_unisolated", where)
+            if "allow_unisolated" in d
+            else False,
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The room: every party signs it; nothing happens in a room before it is fully signed."""
+
+    KIND: ClassVar[str] = "manifest"
+
+    room_id: str
+    version: int
+    parties: tuple[Party, ...]
+    datasets: tuple[Dataset, ...]
+    workers: WorkerPolicy
+    default_min_group_size: int
+    default_max_runs: int
+    expires: str
+
+    def party(self, name: str) -> Party:
+        """The party called ``name``. Raises ``InputError`` if there is none."""
+        for party in self.parties:
+            if party.name == name:
+                return party
+        raise InputError(f"manifest: no party named {name!r}")
+
+    def dataset(self, name: str) -> Dataset:
+        """The dataset called ``name``. Raises ``InputError`` if there is none."""
+        for dataset in self.datasets:
+            if dataset.name == name:
+                return dataset
+        raise InputError(f"manifest: no dataset named {name!r}")
+
+    def signing_keys(self) -> dict[str, bytes]:
+        """Party name → raw Ed25519 public key: the trusted set for party signatures."""
+        return {p.name: p.identity.signing_key for p in self.parties}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "room_id": self.room_id,
+            "version": self.version,
+            "parties": [p.to_dict() for p in self.parties],
+            "datasets": [d.to_dict() for d in self.datasets],
+            "workers": self.workers.to_dict(),
+            "policies": {
+                "min_group_size": self.default_min_group_size,
+                "max_runs": self.default_max_runs,
+            },
+            "expires": self.expires,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Manifest:
+        where = "manifest"
+        d = expect_mapping(data, where)
+        check_keys(
+            d,
+            where,
+            ["room_id", "version", "parties", "datasets", "workers", "policies", "expires"],
+        )
+        parties = tuple(Party.from_dict(p) for p in get_list(d, "parties", where, max_items=32))
+        if len(parties) < 1:
+            raise InputError(f"{where}.parties: at least one party")
+        names = [p.name for p in parties]
+        keys = [p.identity.signing_key for p in parties]
+        enc = [p.identity.encryption_key for p in parties]
+        if (
+            len(set(names)) != len(names)
+            or len(set(keys)) != len(keys)
+            or len(set(enc)) != len(enc)
+        ):
+            raise InputError(f"{where}.parties: names and keys must be distinct")
+        datasets = tuple(Dataset.from_dict(x) for x in get_list(d, "datasets", where, max_items=64))
+        if len({x.name for x in datasets}) != len(datasets):
+            raise InputError(f"{where}.datasets: names must be distinct")
+        for dataset in datasets:
+            if dataset.owner not in names:
+                raise InputError(f"{where}.datasets: owner {dataset.owner!r} is not a party")
+        policies = expect_mapping(d["policies"], f"{where}.policies")
+        check_keys(policies, f"{where}.policies", ["min_group_size", "max_runs"])
+        return cls(
+            room_id=get_name(d, "room_id", where),
+            version=get_int(d, "version", where, minimum=1),
+            parties=parties,
+            datasets=datasets,
+            workers=WorkerPolicy.from_dict(d["workers"]),
+            default_min_group_size=get_int(
+                policies, "min_group_size", f"{where}.policies", minimum=1, maximum=10**9
+            ),
+            default_max_runs=get_int(policies, "max_runs", f"{where}.policies", minimum=1),
+            expires=check_time(d["expires"], f"{where}.expires"),
+        )
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """Binds a worker's keys to a measurement, signed by an attestation provider."""
+
+    KIND: ClassVar[str] = "attestation"
+
+    provider: str
+    isolation: str
+    worker_signing_key: bytes
+    worker_encryption_key: bytes
+    measurement: Measurement
+    issued_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "isolation": self.isolation,
+            "worker_signing_key": self.worker_signing_key.hex(),
+            "worker_encryption_key": self.worker_encryption_key.hex(),
+            "measurement": self.measurement.to_dict(),
+            "issued_at": self.issued_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Attestation:
+        where = "attestation"
+        d = expect_mapping(data, where)
+        check_keys(
+            d,
+            where,
+            [
+                "provider",
+                "isolation",
+                "worker_signing_key",
+                "worker_encryption_key",
+                "measurement",
+                "issued_at",
+            ],
+        )
+        return cls(
+            provider=get_choice(d, "provider", where, PROVIDERS),
+            isolation=get_choice(d, "isolation", where, ISOLATIONS),
+            worker_signing_key=_unhex(d["worker_signing_key"], f"{where}.worker_signing_key", 32),
+            worker_encryption_key=_unhex(
+                d["worker_encryption_key"], f"{where}.worker_encryption_key", 32
+            ),
+            measurement=Measurement.from_dict(d["measurement"], f"{where}.measurement"),
+            issued_at=check_time(d["issued_at"], f"{where}.issued_at"),
+        )
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A party's statement about one sealed dataset version; travels beside the ciphertext,
+    and its binding fields are repeated in the authenticated sealed-file header."""
+
+    KIND: ClassVar[str] = "upload"
+
+    room_id: str
+    manifest_digest: str
+    dataset: str
+    version: int
+    schema_digest: str
+    row_count: int
+    ciphertext_digest: str
+    ciphertext_size: int
+    key_commitment: str
+    attestation_digest: str
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "room_id": self.room_id,
+            "manifest_digest": self.manifest_digest,
+            "dataset": self.dataset,
+            "version": self.version,
+            "schema_digest": self.schema_digest,
+            "row_count": self.row_count,
+            "ciphertext_digest": self.ciphertext_digest,
+            "ciphertext_size": self.ciphertext_size,
+            "key_commitment": self.key_commitment,
+            "attestation_digest": self.attestation_digest,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Upload:
+        where = "upload"
+        d = expect_mapping(data, where)
+        check_keys(d, where, list(cls.__dataclass_fields__))
+        return cls(
+            room_id=get_name(d, "room_id", where),
+            manifest_digest=get_hex64(d, "manifest_digest", where),
+            dataset=get_name(d, "dataset", where),
+            version=get_int(d, "version", where, minimum=1),
+            schema_digest=get_hex64(d, "schema_digest", where),
+            row_count=get_int(d, "row_count", where),
+            ciphertext_digest=get_hex64(d, "ciphertext_digest", where),
+            ciphertext_size=get_int(d, "ciphertext_size", where),
+            key_commitment=get_hex64(d, "key_commitment", where),
+            attestation_digest=get_hex64(d, "attestation_digest", where),
+            created_at=check_time(d["created_at"], f"{where}.created_at"),
+        )
+
+
+@dataclass(frozen=True)
+class BundleInput:
+    """A dataset a bundle reads, pinned to a version or ``latest``."""
+
+    dataset: str
+    version: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "version": "latest" if self.version is None else self.version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> BundleInput:
+        where = "bundle.inputs[]"
+        d = expect_mapping(data, where)
+        check_keys(d, where, ["dataset", "version"])
+        version = None if d["version"] == "latest" else get_int(d, "version", where, minimum=1)
+        return cls(get_name(d, "dataset", where), version)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A query bundle: code, inputs, what may be released and to whom."""
+
+    KIND: ClassVar[str] = "bundle"
+    MAX_CODE = 256 * 1024
+
+    room_id: str
+    manifest_digest: str
+    sequence: int
+    author: str
+    title: str
+    purpose: str
+    kind: str
+    code: str
+    template: str | None
+    params: dict[str, Any]
+    inputs: tuple[BundleInput, ...]
+    output: OutputSpec
+    recipients: tuple[str, ...]
+    max_runs: int
+    not_before: str
+    expires: str
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(i.dataset for i in self.inputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "room_id": self.room_id,
+            "manifest_digest": self.manifest_digest,
+            "sequence": self.sequence,
+            "author": self.author,
+            "title": self.title,
+            "purpose": self.purpose,
+            "kind": self.kind,
+            "code": self.code,
+            "template": self.template,
+            "params": dict(self.params),
+            "inputs": [i.to_dict() for i in self.inputs],
+            "output": self.output.to_dict(),
+            "recipients": list(self.recipients),
+            "max_runs": self.max_runs,
+            "not_before": self.not_before,
+            "expires": self.expires,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Bundle:
+        where = "bundle"
+        d = expect_mapping(data, where)
+        check_keys(d, where, list(cls.__dataclass_fields__))
+        params = expect_mapping(d["params"], f"{where}.params")
+        for key, value in params.items():
+            check_name(key, f"{where}.params key")
+            if isinstance(value, float) or not isinstance(
+                value, str | int | bool | list | type(None)
+            ):
+                raise InputError(f"{where}.params.{key}: strings, integers, booleans or lists only")
+        inputs = tuple(BundleInput.from_dict(i) for i in get_list(d, "inputs", where, max_items=16))
+        if not inputs or len({i.dataset for i in inputs}) != len(inputs):
+            raise InputError(f"{where}.inputs: at least one, each dataset once")
+        recipients = get_str_list(d, "recipients", where, max_items=32)
+        if not recipients or len(set(recipients)) != len(recipients):
+            raise InputError(f"{where}.recipients: at least one, each once")
+        template = d.get("template")
+        if template is not None:
+            template = check_name(template, f"{where}.template")
+        return cls(
+            room_id=get_name(d, "room_id", where),
+            manifest_digest=get_hex64(d, "manifest_digest", where),
+            sequence=get_int(d, "sequence", where, minimum=1),
+            author=get_name(d, "author", where),
+            title=get_str(d, "title", where, max_len=200),
+            purpose=get_str(d, "purpose", where, max_len=2000),
+            kind=get_choice(d, "kind", where, BUNDLE_KINDS),
+            code=get_str(d, "code", where, max_len=cls.MAX_CODE),
+            template=template,
+            params=dict(params),
+            inputs=inputs,
+            output=OutputSpec.from_dict(d["output"]),
+            recipients=tuple(check_name(r, f"{where}.recipients[]") for r in recipients),
+            max_runs=get_int(d, "max_runs", where, minimum=1, maximum=10**6),
+            not_before=check_time(d["not_before"], f"{where}.not_before"),
+            expires=check_time(d["expires"], f"{where}.expires"),
+        )
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A party's decision on one exact bundle digest in one exact manifest."""
+
+    KIND: ClassVar[str] = "approval"
+
+    room_id: str
+    manifest_digest: str
+    bundle_digest: str
+    party: str
+    decision: str
+    reason: str
+    issued_at: str
+    expires: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "room_id": self.room_id,
+            "manifest_digest": self.manifest_digest,
+            "bundle_digest": self.bundle_digest,
+            "party": self.party,
+            "decision": self.decision,
+            "reason": self.reason,
+            "issued_at": self.issued_at,
+            "expires": self.expires,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Approval:
+        where = "approval"
+        d = expect_mapping(data, where)
+        check_keys(d, where, list(cls.__dataclass_fields__))
+        return cls(
+            room_id=get_name(d, "room_id", where),
+            manifest_digest=check_hex64(d["manifest_digest"], f"{where}.manifest_digest"),
+            bundle_digest=check_hex64(d["bundle_digest"], f"{where}.bundle_digest"),
+            party=get_name(d, "party", where),
+            decision=get_choice(d, "decision", where, DECISIONS),
+            reason=get_str(d, "reason", where, max_len=2000),
+            issued_at=check_time(d["issued_at"], f"{where}.issued_at"),
+            expires=check_time(d["expires"], f"{where}.expires"),
+        )
+
+
+def decimal_of(text: str) -> Decimal:
+    """A validated decimal string as a Decimal."""
+    return Decimal(text)

@@ -1,0 +1,322 @@
+"""Verifiers: the checks every relying party (worker, SDK, auditor) runs, in a fixed order.
+
+Each verifier takes envelopes as they arrived, verifies the signatures against keys it already
+trusts, checks the payload type, parses exactly the verified bytes and then checks the bindings
+(room, manifest digest, bundle digest, expiry). Each raises a typed ``SealroomError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sdk.errors import AttestationError, InputError, LogError, SignatureError
+from sdk.protocol import merkle
+from sdk.protocol._time import parse_time
+from sdk.protocol.canonical import canonical_json, parse_json
+from sdk.protocol.dsse import Envelope, open_envelope, payload_type, verify_signatures
+from sdk.protocol.models import Approval, Attestation, Bundle, Manifest, Upload
+from sdk.protocol.records import Checkpoint, LogEntry, Receipt
+
+MAX_MANIFEST_BYTES = 1024 * 1024
+
+
+def digest_bytes(data: bytes) -> str:
+    """Hex SHA-256."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_manifest(
+    envelope: Envelope, *, now: datetime, expected_digest: str | None = None
+) -> Manifest:
+    """Verify a room manifest: every party it lists must have signed it.
+
+    The manifest is its own trust root; a party should also pin the digest it signed
+    (``expected_digest``). The payload is parsed to learn the parties, and only accepted when
+    every one of their keys verifies over exactly those bytes.
+
+    Raises:
+        InputError: wrong type, malformed, expired, or not the expected digest.
+        SignatureError: a party has not signed (the message names who).
+    """
+    if envelope.payload_type != payload_type(Manifest.KIND):
+        raise InputError("manifest: wrong payload type")
+    if expected_digest is not None and envelope.digest() != expected_digest:
+        raise InputError("manifest: digest differs from the one pinned")
+    manifest = Manifest.from_dict(parse_json(envelope.payload, max_bytes=MAX_MANIFEST_BYTES))
+    keys = manifest.signing_keys()
+    payload, _ = open_envelope(envelope, Manifest.KIND, keys, threshold=len(keys))
+    manifest = Manifest.from_dict(payload)
+    if parse_time(manifest.expires, "manifest.expires") <= now:
+        raise InputError("manifest: expired")
+    return manifest
+
+
+def verify_attestation(envelope: Envelope, manifest: Manifest) -> Attestation:
+    """Verify a worker attestation against the manifest's accepted providers and measurements.
+
+    Raises:
+        AttestationError: not signed by an accepted platform key, unaccepted provider or
+            measurement, or an unisolated worker the manifest does not allow.
+    """
+    trusted = {f"platform-{i}": k for i, k in enumerate(manifest.workers.platform_keys)}
+    if not trusted:
+        raise AttestationError("attestation: the manifest accepts no platform key")
+    try:
+        payload, _ = open_envelope(envelope, Attestation.KIND, trusted, threshold=1)
+    except SignatureError as exc:
+        raise AttestationError("attestation: not signed by an accepted platform key") from exc
+    attestation = Attestation.from_dict(payload)
+    if attestation.provider not in manifest.workers.providers:
+        raise AttestationError(f"attestation: provider {attestation.provider!r} not accepted")
+    if attestation.measurement not in manifest.workers.measurements:
+        raise AttestationError("attestation: measurement not accepted by the manifest")
+    if attestation.isolation == "none" and not manifest.workers.allow_unisolated:
+        raise AttestationError("attestation: unisolated worker not accepted by the manifest")
+    return attestation
+
+
+def verify_upload(envelope: Envelope, manifest: Manifest, manifest_digest: str) -> Upload:
+    """Verify an upload statement: signed by the dataset's owner, bound to this room.
+
+    Raises:
+        SignatureError: not signed by the owner of the dataset it names.
+        InputError: another room or manifest, unknown dataset, schema mismatch.
+    """
+    payload, result = open_envelope(envelope, Upload.KIND, manifest.signing_keys(), threshold=1)
+    upload = Upload.from_dict(payload)
+    if upload.room_id != manifest.room_id or upload.manifest_digest != manifest_digest:
+        raise InputError("upload: bound to another room or manifest")
+    dataset = manifest.dataset(upload.dataset)
+    if dataset.owner not in result.signed:
+        raise SignatureError(f"upload: not signed by the owner of {upload.dataset!r}")
+    if upload.schema_digest != dataset.schema_digest():
+        raise InputError(f"upload: schema of {upload.dataset!r} differs from the manifest")
+    return upload
+
+
+def verify_bundle(
+    envelope: Envelope, manifest: Manifest, manifest_digest: str, *, now: datetime
+) -> Bundle:
+    """Verify a query bundle: signed by its author (a party), bound to this room, in time.
+
+    Raises:
+        SignatureError: not signed by the party it names as author.
+        InputError: another room/manifest, unknown datasets or recipients, outside its window.
+    """
+    payload, result = open_envelope(envelope, Bundle.KIND, manifest.signing_keys(), threshold=1)
+    bundle = Bundle.from_dict(payload)
+    if bundle.author not in result.signed:
+        raise SignatureError("bundle: not signed by its author")
+    if bundle.room_id != manifest.room_id or bundle.manifest_digest != manifest_digest:
+        raise InputError("bundle: bound to another room or manifest")
+    for name in bundle.datasets:
+        manifest.dataset(name)
+    for recipient in bundle.recipients:
+        manifest.party(recipient)
+    if (
+        not parse_time(bundle.not_before, "bundle.not_before")
+        <= now
+        < parse_time(bundle.expires, "bundle.expires")
+    ):
+        raise InputError("bundle: outside its validity window")
+    if (bundle.kind == "template") != (bundle.template is not None):
+        raise InputError("bundle: template kind and template name go together")
+    return bundle
+
+
+@dataclass(frozen=True)
+class ApprovalSet:
+    """The verified approvals of one bundle: one per party, in party order."""
+
+    approvals: tuple[Approval, ...]
+    digests: tuple[str, ...]
+
+
+def verify_approvals(
+    envelopes: Sequence[Envelope],
+    manifest: Manifest,
+    manifest_digest: str,
+    bundle_digest: str,
+    *,
+    now: datetime,
+) -> ApprovalSet:
+    """Check that every party approved this exact bundle and none revoked it.
+
+    Approvals of another bundle, room or manifest, expired ones, and envelopes of another type
+    (a receipt presented as an approval) are refused, not skipped.
+
+    Raises:
+        SignatureError: a party is missing, an approval is signed by someone other than the
+            party it names, or a party revoked (the message names them).
+        InputError: a malformed approval or one bound to something else.
+    """
+    keys = manifest.signing_keys()
+    by_party: dict[str, tuple[Approval, str]] = {}
+    revoked: list[str] = []
+    for envelope in envelopes:
+        payload, result = open_envelope(envelope, Approval.KIND, keys, threshold=1)
+        approval = Approval.from_dict(payload)
+        if approval.party not in result.signed:
+            raise SignatureError("approval: not signed by the party it names")
+        if (
+            approval.room_id != manifest.room_id
+            or approval.manifest_digest != manifest_digest
+            or approval.bundle_digest != bundle_digest
+        ):
+            raise InputError("approval: bound to another room, manifest or bundle")
+        if parse_time(approval.expires, "approval.expires") <= now:
+            raise SignatureError(f"approval: the approval of {approval.party} has expired")
+        if parse_time(approval.issued_at, "approval.issued_at") > now:
+            raise InputError("approval: issued in the future")
+        if approval.decision == "revoke":
+            revoked.append(approval.party)
+            continue
+        if approval.party in by_party:
+            raise InputError(f"approval: two approvals from {approval.party}")
+        by_party[approval.party] = (approval, envelope.digest())
+    if revoked:
+        raise SignatureError(f"approvals: revoked by {', '.join(sorted(set(revoked)))}")
+    missing = [p.name for p in manifest.parties if p.name not in by_party]
+    if missing:
+        raise SignatureError(f"approvals: missing from {', '.join(missing)}")
+    ordered = [by_party[p.name] for p in manifest.parties]
+    return ApprovalSet(tuple(a for a, _ in ordered), tuple(d for _, d in ordered))
+
+
+def worker_keys(attestations: Sequence[Attestation]) -> dict[str, bytes]:
+    """The trusted set of worker signing keys from verified attestations."""
+    return {f"worker-{i}": a.worker_signing_key for i, a in enumerate(attestations)}
+
+
+def verify_checkpoint(
+    envelope: Envelope, trusted_workers: Mapping[str, bytes], origin: str
+) -> Checkpoint:
+    """Verify a worker-signed checkpoint of the log named ``origin``. Raises ``LogError``."""
+    try:
+        payload, _ = open_envelope(envelope, Checkpoint.KIND, trusted_workers, threshold=1)
+    except SignatureError as exc:
+        raise LogError("checkpoint: not signed by an attested worker") from exc
+    checkpoint = Checkpoint.from_dict(payload)
+    if checkpoint.origin != origin:
+        raise LogError("checkpoint: of another log")
+    return checkpoint
+
+
+def verify_log_entries(
+    entries: Sequence[Envelope], trusted_workers: Mapping[str, bytes], room_id: str
+) -> list[LogEntry]:
+    """Verify every log entry's signature and room. Raises ``LogError``."""
+    parsed = []
+    for i, envelope in enumerate(entries):
+        result = verify_signatures(envelope, trusted_workers, 1)
+        if not result.verified:
+            raise LogError(f"log: entry {i} is not signed by an attested worker")
+        payload, _ = open_envelope(envelope, LogEntry.KIND, trusted_workers, threshold=1)
+        entry = LogEntry.from_dict(payload)
+        if entry.room_id != room_id:
+            raise LogError(f"log: entry {i} belongs to another room")
+        parsed.append(entry)
+    return parsed
+
+
+def log_leaf_hashes(entries: Sequence[Envelope]) -> list[bytes]:
+    """Leaf hashes of log entries: a leaf is the canonical JSON of the entry's envelope."""
+    return [merkle.leaf_hash(e.to_json()) for e in entries]
+
+
+def verify_log_against_checkpoint(entries: Sequence[Envelope], checkpoint: Checkpoint) -> None:
+    """The entries must be exactly the tree the checkpoint signs. Raises ``LogError``."""
+    if len(entries) != checkpoint.tree_size:
+        raise LogError("log: number of entries differs from the checkpoint")
+    if merkle.root(log_leaf_hashes(entries)).hex() != checkpoint.root_hash:
+        raise LogError("log: entries do not match the checkpoint root")
+
+
+@dataclass(frozen=True)
+class VerifiedReceipt:
+    """A receipt whose signature, worker binding, outputs and log inclusion were checked."""
+
+    receipt: Receipt
+    attestation: Attestation
+    log_entry: LogEntry
+
+
+def verify_receipt(
+    envelope: Envelope,
+    manifest: Manifest,
+    attestation_envelopes: Sequence[Envelope],
+    *,
+    log_entry: Envelope,
+    inclusion: Sequence[bytes],
+    outputs: Mapping[str, bytes] | None = None,
+    bundle_digest: str | None = None,
+) -> VerifiedReceipt:
+    """Verify a receipt offline, with nothing but the manifest and published statements.
+
+    Checks, in order: the receipt is signed by a worker key that an accepted attestation binds
+    to an accepted measurement (the attestation it names); it belongs to this room and
+    manifest (and bundle, when given); each output given (recipient → sealed bytes) matches
+    its ciphertext digest; its log entry is signed by the same worker, names this run, and is
+    included at ``log_index`` in the tree its checkpoint signs.
+
+    Raises:
+        AttestationError, SignatureError, InputError, LogError.
+    """
+    by_digest = {e.digest(): e for e in attestation_envelopes}
+    attestations = {d: verify_attestation(e, manifest) for d, e in by_digest.items()}
+    trusted = {d: a.worker_signing_key for d, a in attestations.items()}
+    try:
+        payload, result = open_envelope(envelope, Receipt.KIND, trusted, threshold=1)
+    except SignatureError as exc:
+        raise AttestationError("receipt: not signed by an attested worker") from exc
+    receipt = Receipt.from_dict(payload)
+    if receipt.attestation_digest not in result.signed:
+        raise AttestationError("receipt: signed by a worker other than the one it names")
+    attestation = attestations[receipt.attestation_digest]
+    manifest_digest = hashlib.sha256(manifest_payload_bytes(manifest)).hexdigest()
+    if receipt.room_id != manifest.room_id:
+        raise InputError("receipt: of another room")
+    if receipt.manifest_digest != manifest_digest:
+        raise InputError("receipt: of another manifest")
+    if bundle_digest is not None and receipt.bundle_digest != bundle_digest:
+        raise InputError("receipt: of another bundle")
+    if receipt.attestation != attestation.provider or receipt.isolation != attestation.isolation:
+        raise AttestationError("receipt: attestation labels differ from the attestation")
+    if outputs:
+        declared = {o.recipient: o for o in receipt.outputs}
+        for recipient, data in outputs.items():
+            record = declared.get(recipient)
+            if record is None or digest_bytes(data) != record.ciphertext_digest:
+                raise InputError(f"receipt: output for {recipient} does not match its digest")
+    worker = {receipt.attestation_digest: attestation.worker_signing_key}
+    entry = verify_log_entries([log_entry], worker, manifest.room_id)[0]
+    if entry.run_id != receipt.run_id or entry.kind not in ("run_finished", "run_refused"):
+        raise LogError("receipt: the log entry is not this run's result")
+    if entry.details.get("receipt_core") != receipt_core_digest(receipt):
+        raise LogError("receipt: the log entry records a different result")
+    cp = receipt.checkpoint
+    merkle.verify_inclusion(
+        merkle.leaf_hash(log_entry.to_json()),
+        receipt.log_index,
+        cp.tree_size,
+        inclusion,
+        bytes.fromhex(cp.root_hash),
+    )
+    return VerifiedReceipt(receipt, attestation, entry)
+
+
+def manifest_payload_bytes(manifest: Manifest) -> bytes:
+    """The canonical payload bytes of a manifest (what its digest is computed over)."""
+    return canonical_json(manifest.to_dict())
+
+
+def receipt_core_digest(receipt: Receipt) -> str:
+    """Digest of a receipt's result fields, recorded in its log entry before the receipt
+    (which names the entry's index and checkpoint) can be signed."""
+    core = receipt.to_dict()
+    for key in ("log_index", "checkpoint", "timings_ms"):
+        core.pop(key)
+    return digest_bytes(canonical_json(core))
