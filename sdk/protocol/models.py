@@ -9,7 +9,7 @@ and log entries live in :mod:`sdk.protocol.records`.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -387,7 +387,7 @@ class Upload:
     def from_dict(cls, data: object) -> Upload:
         where = "upload"
         d = expect_mapping(data, where)
-        check_keys(d, where, list(cls.__dataclass_fields__))
+        check_keys(d, where, [f.name for f in fields(cls)])
         return cls(
             room_id=get_name(d, "room_id", where),
             manifest_digest=get_hex64(d, "manifest_digest", where),
@@ -477,7 +477,7 @@ class Bundle:
     def from_dict(cls, data: object) -> Bundle:
         where = "bundle"
         d = expect_mapping(data, where)
-        check_keys(d, where, list(cls.__dataclass_fields__))
+        check_keys(d, where, [f.name for f in fields(cls)])
         params = expect_mapping(d["params"], f"{where}.params")
         for key, value in params.items():
             check_name(key, f"{where}.params key")
@@ -545,7 +545,7 @@ class Approval:
     def from_dict(cls, data: object) -> Approval:
         where = "approval"
         d = expect_mapping(data, where)
-        check_keys(d, where, list(cls.__dataclass_fields__))
+        check_keys(d, where, [f.name for f in fields(cls)])
         return cls(
             room_id=get_name(d, "room_id", where),
             manifest_digest=check_hex64(d["manifest_digest"], f"{where}.manifest_digest"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from sdk.errors import InputError
@@ -57,7 +57,7 @@ class Checkpoint:
     def from_dict(cls, data: object) -> Checkpoint:
         where = "checkpoint"
         d = expect_mapping(data, where)
-        check_keys(d, where, list(cls.__dataclass_fields__))
+        check_keys(d, where, [f.name for f in fields(cls)])
         return cls(
             origin=get_str(d, "origin", where, max_len=200),
             tree_size=get_int(d, "tree_size", where),
@@ -111,7 +111,7 @@ class LogEntry:
     def from_dict(cls, data: object) -> LogEntry:
         where = "logentry"
         d = expect_mapping(data, where)
-        check_keys(d, where, list(cls.__dataclass_fields__))
+        check_keys(d, where, [f.name for f in fields(cls)])
         subject = get_str(d, "subject", where, max_len=64)
         if subject:
             check_hex64(subject, f"{where}.subject")
@@ -148,7 +148,7 @@ class OutputRecord:
     def from_dict(cls, data: object) -> OutputRecord:
         where = "receipt.outputs[]"
         d = expect_mapping(data, where)
-        check_keys(d, where, list(cls.__dataclass_fields__))
+        check_keys(d, where, [f.name for f in fields(cls)])
         return cls(
             recipient=get_name(d, "recipient", where),
             plaintext_digest=get_hex64(d, "plaintext_digest", where),
@@ -182,7 +182,7 @@ class PrivacyRecord:
     def from_dict(cls, data: object) -> PrivacyRecord:
         where = "receipt.privacy"
         d = expect_mapping(data, where)
-        check_keys(d, where, list(cls.__dataclass_fields__))
+        check_keys(d, where, [f.name for f in fields(cls)])
         left = expect_mapping(d["budget_left"], f"{where}.budget_left")
         return cls(
             mode=get_str(d, "mode", where, max_len=32),
@@ -246,7 +246,7 @@ class Receipt:
     def from_dict(cls, data: object) -> Receipt:
         where = "receipt"
         d = expect_mapping(data, where)
-        check_keys(d, where, list(cls.__dataclass_fields__))
+        check_keys(d, where, [f.name for f in fields(cls)])
         timings = expect_mapping(d["timings_ms"], f"{where}.timings_ms")
         error_code = d.get("error_code")
         if error_code is not None and (

@@ -333,3 +333,16 @@ def open_bytes(
         if out.tell() > max_bytes:
             raise DecryptionError()
     return out.getvalue()
+
+
+def upload_binding(
+    room_id: str, manifest_digest: str, dataset: str, version: int
+) -> dict[str, Any]:
+    """The binding a party writes into the sealed header of an upload; the worker requires the
+    header to carry exactly this for the upload statement it verified."""
+    return {
+        "room_id": room_id,
+        "manifest_digest": manifest_digest,
+        "dataset": dataset,
+        "version": version,
+    }

@@ -253,6 +253,7 @@ def verify_receipt(
     inclusion: Sequence[bytes],
     outputs: Mapping[str, bytes] | None = None,
     bundle_digest: str | None = None,
+    manifest_digest: str | None = None,
 ) -> VerifiedReceipt:
     """Verify a receipt offline, with nothing but the manifest and published statements.
 
@@ -276,7 +277,8 @@ def verify_receipt(
     if receipt.attestation_digest not in result.signed:
         raise AttestationError("receipt: signed by a worker other than the one it names")
     attestation = attestations[receipt.attestation_digest]
-    manifest_digest = hashlib.sha256(manifest_payload_bytes(manifest)).hexdigest()
+    if manifest_digest is None:
+        manifest_digest = hashlib.sha256(manifest_payload_bytes(manifest)).hexdigest()
     if receipt.room_id != manifest.room_id:
         raise InputError("receipt: of another room")
     if receipt.manifest_digest != manifest_digest:

@@ -1,0 +1,386 @@
+"""One job, end to end, inside the worker: verify → decrypt → run → privacy → seal → receipt.
+
+The supervisor (this module) holds the worker keys; query code runs in a separate keyless
+runner process. Whatever happens, the result is one document on stdout: a signed receipt,
+the log entries this run appended and a new signed checkpoint, plus sealed outputs on success.
+No traceback, printed output or cell value ever leaves: errors are reduced to their code and
+a message built from names and digests only.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from enclave.jobdir import JobFiles, read_secret
+from enclave.ledger import RoomLog
+from enclave.measure import code_digest
+from enclave.outputs import result_document, seal_output
+from enclave.state import TrustedJobState
+from enclave.worker_keys import WorkerKeys, unseal_worker_keys
+from sdk.errors import (
+    AttestationError,
+    ConfigError,
+    DecryptionError,
+    InputError,
+    LogError,
+    ResourceError,
+    SealroomError,
+)
+from sdk.protocol.dsse import sign_envelope
+from sdk.protocol.models import Measurement
+from sdk.protocol.records import Checkpoint, OutputRecord, PrivacyRecord, Receipt
+from sdk.protocol.sealing import open_stream, upload_binding
+from sdk.protocol.verify import receipt_core_digest
+
+MAX_PLAINTEXT_BYTES = 16 * 1024**3
+_SAFE_MESSAGE_CODES = {
+    "E_SIGNATURE",
+    "E_INPUT",
+    "E_ATTESTATION",
+    "E_LOG",
+    "E_PRIVACY",
+    "E_QUERY_REJECTED",
+    "E_CONFIG",
+    "E_RESOURCE",
+}
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.ms: dict[str, int] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0) + int((time.perf_counter() - start) * 1000)
+
+
+def _failure(code: str) -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "error_code": code,
+        "receipt": None,
+        "checkpoint": None,
+        "log_entries": [],
+        "outputs": {},
+    }
+
+
+def error_code_of(exc: BaseException) -> str:
+    """The stable code of an error; anything unexpected is ``E_INTERNAL``."""
+    code = getattr(exc, "code", None)
+    if (
+        isinstance(exc, SealroomError | Exception)
+        and isinstance(code, str)
+        and code.startswith("E_")
+    ):
+        return code
+    return "E_INTERNAL"
+
+
+def safe_message(exc: BaseException) -> str:
+    """A message that may leave the worker: only for verification-type errors, whose messages
+    are built from names and digests; never for runtime errors of query code."""
+    code = error_code_of(exc)
+    if code in _SAFE_MESSAGE_CODES:
+        message = getattr(exc, "message", "")
+        return message[:300] if isinstance(message, str) else ""
+    return ""
+
+
+class Job:
+    """Runs one job directory. ``run()`` never raises; it returns the result document."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        image_id: str,
+        isolation: str,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.root = root
+        self.isolation = isolation
+        self.measurement = Measurement(image_id=image_id, code_digest=code_digest())
+        self.clock = now
+        self.timer = _Timer()
+
+    def run(self) -> dict[str, Any]:
+        """Execute the job; returns the result document (see docs/job-protocol.md)."""
+        try:
+            with self.timer.step("verify"):
+                files = JobFiles.load(self.root)
+                keys = self._unseal_keys()
+                state = TrustedJobState(now=self.clock())
+                state.verify_manifest(files.manifest)
+                if state.manifest.room_id != files.room_id:
+                    raise InputError("job: manifest of another room")
+                state.verify_attestation(
+                    files.attestations[0], files.attestations[1:], keys, self.measurement
+                )
+        except Exception as exc:  # nothing trusted yet: no receipt can be signed
+            return _failure(error_code_of(exc))
+        return self._run_trusted(files, keys, state)
+
+    def _unseal_keys(self) -> WorkerKeys:
+        try:
+            platform = read_secret(self.root, "platform.key")
+            sealed = read_secret(self.root, "worker.sealed")
+        except InputError as exc:
+            raise ConfigError("worker: secrets were not handed over") from exc
+        return unseal_worker_keys(sealed, platform, self.measurement)
+
+    def _run_trusted(
+        self, files: JobFiles, keys: WorkerKeys, state: TrustedJobState
+    ) -> dict[str, Any]:
+        signer = keys.signer
+        try:
+            with self.timer.step("verify"):
+                state.verify_bundle(files.bundle)
+                state.verify_approvals(files.approvals)
+                state.verify_log(files.log_entries, files.checkpoint)
+                spec = self._output_spec(state)
+                state.check_budget_and_inputs(files.uploads, spec.epsilon, spec.delta)
+        except Exception as exc:
+            return self._refuse(files, keys, state, exc)
+
+        log = state.log
+        run_id = files.run_id
+        self._record_start(state, log, signer, run_id)
+        outputs: dict[str, str] = {}
+        records: list[OutputRecord] = []
+        privacy: PrivacyRecord | None = None
+        status, code, message = "succeeded", None, ""
+        try:
+            with self.timer.step("decrypt"):
+                tables = self._decrypt(files, state, keys)
+            state.mark("decrypt")
+            with self.timer.step("run"):
+                table = self._run_query(state, tables)
+            state.mark("run")
+            with self.timer.step("privacy"):
+                released, privacy = self._apply_privacy(state, table, tables)
+            state.mark("privacy")
+            with self.timer.step("seal"):
+                outputs, records = self._seal(state, run_id, released)
+            state.mark("seal")
+        except Exception as exc:
+            status, code, message = "failed", error_code_of(exc), safe_message(exc)
+            outputs, records = {}, []
+        return self._finish(
+            files, keys, state, status, code, message, outputs, records, privacy, log
+        )
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _output_spec(self, state: TrustedJobState) -> Any:
+        bundle = state.bundle
+        if bundle.kind == "template":
+            from enclave.release import check_template_bundle
+
+            check_template_bundle(bundle)
+        return bundle.output
+
+    def _record_start(self, state: TrustedJobState, log: RoomLog, signer: Any, run_id: str) -> None:
+        if not log.entries:
+            log.append(signer, "manifest_accepted", run_id, state.manifest_digest)
+        for _upload, digest in state.uploads.values():
+            if not log.has("upload_consumed", digest):
+                log.append(signer, "upload_consumed", run_id, digest)
+        if not log.has("bundle_approved", state.bundle_digest):
+            log.append(
+                signer,
+                "bundle_approved",
+                run_id,
+                state.bundle_digest,
+                {"approvals": list(state.approvals.digests)},
+            )
+        log.append(
+            signer,
+            "run_started",
+            run_id,
+            state.bundle_digest,
+            {"inputs": [d for _, d in state.uploads.values()]},
+        )
+        for check in state.budget:
+            if check.cost > 0 or check.delta_cost > 0:
+                log.append(
+                    signer,
+                    "budget_charged",
+                    run_id,
+                    state.bundle_digest,
+                    {
+                        "dataset": check.dataset,
+                        "epsilon": str(check.cost),
+                        "delta": str(check.delta_cost),
+                    },
+                )
+
+    def _decrypt(
+        self, files: JobFiles, state: TrustedJobState, keys: WorkerKeys
+    ) -> dict[str, bytes]:
+        tables: dict[str, bytes] = {}
+        for name, (upload, _digest) in state.uploads.items():
+            path = files.sealed_path(upload.ciphertext_digest)
+            try:
+                if path.stat().st_size != upload.ciphertext_size:
+                    raise DecryptionError()
+                buffer = io.BytesIO()
+                with open(path, "rb") as handle:
+                    for chunk in open_stream(
+                        handle,
+                        keys.encryption,
+                        expected_commitment=upload.key_commitment,
+                        expected_binding=upload_binding(
+                            upload.room_id, upload.manifest_digest, name, upload.version
+                        ),
+                    ):
+                        buffer.write(chunk)
+                        if buffer.tell() > MAX_PLAINTEXT_BYTES:
+                            raise ResourceError("input larger than the plaintext cap")
+            except OSError as exc:
+                raise DecryptionError() from exc
+            tables[name] = buffer.getvalue()
+        return tables
+
+    def _run_query(self, state: TrustedJobState, tables: dict[str, bytes]) -> Any:
+        from enclave.runner import RunnerLimits, run_query
+
+        bundle = state.bundle
+        kind = "sql" if bundle.kind == "template" else bundle.kind
+        return run_query(kind, bundle.code, tables, dict(bundle.params), RunnerLimits())
+
+    def _apply_privacy(
+        self, state: TrustedJobState, table: Any, tables: dict[str, bytes]
+    ) -> tuple[Any, PrivacyRecord]:
+        from enclave.release import apply_privacy
+
+        released = apply_privacy(state, table, tables)
+        budget_left = dict(state.budget_left())
+        record = PrivacyRecord(
+            mode=state.bundle.output.mode,
+            min_group_size=state.min_group_size(),
+            suppressed_groups=released.suppressed_groups,
+            epsilon_charged=str(state.bundle.output.epsilon),
+            delta_charged=str(state.bundle.output.delta),
+            budget_left=budget_left,
+        )
+        return released, record
+
+    def _seal(
+        self, state: TrustedJobState, run_id: str, released: Any
+    ) -> tuple[dict[str, str], list[OutputRecord]]:
+        columns, rows, meta = released.columns, released.rows, released.meta
+        plaintext = result_document(columns, rows, meta)
+        outputs: dict[str, str] = {}
+        records: list[OutputRecord] = []
+        for recipient in state.bundle.recipients:
+            party = state.manifest.party(recipient)
+            sealed, record = seal_output(
+                plaintext,
+                recipient,
+                party.identity.encryption_key,
+                state.manifest.room_id,
+                run_id,
+                len(rows),
+            )
+            outputs[recipient] = sealed
+            records.append(record)
+        return outputs, records
+
+    # -- endings -----------------------------------------------------------------------------
+
+    def _refuse(
+        self, files: JobFiles, keys: WorkerKeys, state: TrustedJobState, exc: Exception
+    ) -> dict[str, Any]:
+        code = error_code_of(exc)
+        try:
+            log = (
+                state.log
+                if "log" in state.done
+                else RoomLog.verify(
+                    state.manifest.room_id,
+                    files.log_entries,
+                    files.checkpoint,
+                    state.attested_workers,
+                )
+            )
+        except (LogError, InputError, AttestationError):
+            return _failure("E_LOG")
+        return self._finish(
+            files, keys, state, "refused", code, safe_message(exc), {}, [], None, log
+        )
+
+    def _finish(
+        self,
+        files: JobFiles,
+        keys: WorkerKeys,
+        state: TrustedJobState,
+        status: str,
+        code: str | None,
+        message: str,
+        outputs: dict[str, str],
+        records: list[OutputRecord],
+        privacy: PrivacyRecord | None,
+        log: RoomLog,
+    ) -> dict[str, Any]:
+        signer = keys.signer
+        with self.timer.step("sign"):
+            bundle_digest = files.bundle.digest()
+            approvals = state.approvals.digests if "approvals" in state.done else ()
+            inputs = tuple(d for _, d in state.uploads.values()) if "budget" in state.done else ()
+            placeholder = Checkpoint("", 0, "0" * 64, "1970-01-01T00:00:00Z")
+            receipt = Receipt(
+                room_id=state.manifest.room_id,
+                manifest_digest=state.manifest_digest,
+                run_id=files.run_id,
+                bundle_digest=bundle_digest,
+                approval_digests=approvals,
+                input_digests=inputs,
+                outputs=tuple(records),
+                privacy=privacy,
+                attestation_digest=state.attestation_digest,
+                attestation=state.attestation.provider,
+                isolation=state.attestation.isolation,
+                status=status,
+                error_code=code,
+                timings_ms={},
+                log_index=0,
+                checkpoint=placeholder,
+                details={"message": message} if message else {},
+            )
+            kind = "run_refused" if status == "refused" else "run_finished"
+            index = log.append(
+                signer,
+                kind,
+                files.run_id,
+                bundle_digest,
+                {"status": status, "receipt_core": receipt_core_digest(receipt)},
+            )
+            checkpoint, checkpoint_envelope = log.checkpoint(signer)
+            receipt = Receipt(
+                **{
+                    **receipt.__dict__,
+                    "log_index": index,
+                    "checkpoint": checkpoint,
+                    "timings_ms": dict(self.timer.ms),
+                }
+            )
+            receipt_envelope = sign_envelope(Receipt.KIND, receipt.to_dict(), [signer])
+        return {
+            "status": status,
+            "error_code": code,
+            "receipt": receipt_envelope.to_dict(),
+            "checkpoint": checkpoint_envelope.to_dict(),
+            "log_entries": [e.to_dict() for e in log.appended],
+            "outputs": outputs,
+        }

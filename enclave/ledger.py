@@ -1,0 +1,114 @@
+"""The room log as the worker sees it: verified entries, the budget derived from them, and
+the appending of this run's entries with a new signed checkpoint (DESIGN §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sdk.errors import LogError
+from sdk.protocol import merkle
+from sdk.protocol._time import now
+from sdk.protocol.dsse import Envelope, sign_envelope
+from sdk.protocol.keys import Signer
+from sdk.protocol.records import Checkpoint, LogEntry
+from sdk.protocol.verify import (
+    log_leaf_hashes,
+    verify_checkpoint,
+    verify_log_against_checkpoint,
+    verify_log_entries,
+)
+
+
+def log_origin(room_id: str) -> str:
+    """The origin string of a room's log (what checkpoints name)."""
+    return f"sealroom/{room_id}/log"
+
+
+@dataclass
+class RoomLog:
+    """Verified log entries plus what this run appends."""
+
+    room_id: str
+    envelopes: list[Envelope]
+    entries: list[LogEntry]
+    base_size: int
+    appended: list[Envelope] = field(default_factory=list)
+
+    @classmethod
+    def verify(
+        cls,
+        room_id: str,
+        entries: Sequence[Envelope],
+        checkpoint: Envelope | None,
+        trusted_workers: Mapping[str, bytes],
+    ) -> RoomLog:
+        """Verify every entry and that the entries are exactly the last checkpoint's tree.
+
+        Raises:
+            LogError: an entry not signed by an attested worker, of another room, or a log that
+                does not match its checkpoint (tampered, truncated, rolled back or forked).
+        """
+        parsed = verify_log_entries(entries, trusted_workers, room_id)
+        if checkpoint is None:
+            if entries:
+                raise LogError("log: entries without a checkpoint")
+        else:
+            cp = verify_checkpoint(checkpoint, trusted_workers, log_origin(room_id))
+            verify_log_against_checkpoint(entries, cp)
+        return cls(room_id, list(entries), parsed, len(entries))
+
+    def of_kind(self, kind: str) -> list[LogEntry]:
+        return [e for e in self.entries if e.kind == kind]
+
+    def spent(self, dataset: str) -> tuple[Decimal, Decimal]:
+        """(epsilon, delta) charged so far to ``dataset``, summed from ``budget_charged``."""
+        eps = Decimal(0)
+        delta = Decimal(0)
+        for entry in self.of_kind("budget_charged"):
+            if entry.details.get("dataset") == dataset:
+                eps += Decimal(str(entry.details.get("epsilon", "0")))
+                delta += Decimal(str(entry.details.get("delta", "0")))
+        return eps, delta
+
+    def runs_of(self, bundle_digest: str) -> int:
+        """How many runs of this bundle have started."""
+        return sum(1 for e in self.of_kind("run_started") if e.subject == bundle_digest)
+
+    def has(self, kind: str, subject: str) -> bool:
+        return any(e.kind == kind and e.subject == subject for e in self.entries)
+
+    def append(
+        self,
+        signer: Signer,
+        kind: str,
+        run_id: str,
+        subject: str = "",
+        details: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Sign and append an entry; returns its index."""
+        entry = LogEntry(
+            room_id=self.room_id,
+            kind=kind,
+            run_id=run_id,
+            subject=subject,
+            details=dict(details or {}),
+            time=now(),
+        )
+        envelope = sign_envelope(LogEntry.KIND, entry.to_dict(), [signer])
+        self.envelopes.append(envelope)
+        self.entries.append(entry)
+        self.appended.append(envelope)
+        return len(self.envelopes) - 1
+
+    def checkpoint(self, signer: Signer) -> tuple[Checkpoint, Envelope]:
+        """Sign a checkpoint over every entry, appended ones included."""
+        cp = Checkpoint(
+            origin=log_origin(self.room_id),
+            tree_size=len(self.envelopes),
+            root_hash=merkle.root(log_leaf_hashes(self.envelopes)).hex(),
+            issued_at=now(),
+        )
+        return cp, sign_envelope(Checkpoint.KIND, cp.to_dict(), [signer])

@@ -1,0 +1,35 @@
+"""The worker's code measurement: a digest over the source of the code that runs in it.
+
+The measurement a manifest pins is ``(image_id, code_digest)``. The image id comes from the
+launcher (the Docker image id, or ``unisolated`` for the process launcher); the code digest is
+computed here over every ``.py`` file of the ``enclave`` and ``sdk`` packages, so a worker
+whose code changed cannot unseal keys provisioned for another code version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+_PACKAGES = ("enclave", "sdk")
+
+
+def _package_root(name: str) -> Path:
+    module = __import__(name)
+    return Path(next(iter(module.__path__)))
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """Hex SHA-256 over (relative path, file digest) of every source file, sorted."""
+    outer = hashlib.sha256()
+    for package in _PACKAGES:
+        root = _package_root(package)
+        for path in sorted(root.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            relative = f"{package}/{path.relative_to(root).as_posix()}"
+            outer.update(relative.encode() + b"\0")
+            outer.update(hashlib.sha256(path.read_bytes()).digest())
+    return outer.hexdigest()

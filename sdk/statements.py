@@ -1,0 +1,228 @@
+"""Building and signing the statements a party makes: manifests, uploads, bundles, approvals.
+
+These are the safe recipes over the protocol core that the CLI and notebooks use.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sdk.errors import InputError
+from sdk.protocol._time import format_time
+from sdk.protocol.dsse import Envelope, add_signature, sign_envelope
+from sdk.protocol.keys import PartyKey, PublicIdentity, Signer
+from sdk.protocol.models import (
+    Approval,
+    Attestation,
+    Bundle,
+    BundleInput,
+    Column,
+    Dataset,
+    Manifest,
+    Measurement,
+    Party,
+    Upload,
+    WorkerPolicy,
+)
+from sdk.protocol.sealing import SealResult
+from sdk.protocol.spec import OutputSpec
+
+MAX_ROOM_FILE_BYTES = 1024 * 1024
+
+
+def _in(days: int, start: datetime | None = None) -> str:
+    return format_time((start or datetime.now(UTC)) + timedelta(days=days))
+
+
+def manifest_from_room_file(
+    text: str,
+    identities: Mapping[str, PublicIdentity],
+    *,
+    measurements: Sequence[Measurement] = (),
+    platform_keys: Sequence[bytes] = (),
+) -> Manifest:
+    """Build a manifest from a declarative room file (TOML; see the README's room reference).
+
+    ``identities`` gives each party's public keys by name (from their key files); extra
+    worker measurements and platform keys may be added to those the file lists.
+
+    Raises:
+        InputError: invalid TOML, unknown party, or any invalid field.
+    """
+    if len(text.encode()) > MAX_ROOM_FILE_BYTES:
+        raise InputError("room file: too large")
+    try:
+        room = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"room file: invalid TOML ({exc})") from exc
+    try:
+        parties = []
+        for p in room["parties"]:
+            identity = identities.get(p["name"])
+            if identity is None:
+                raise InputError(f"room file: no key given for party {p['name']!r}")
+            parties.append(
+                Party(identity, tuple(p.get("roles", ["data_owner", "analyst", "recipient"])))
+            )
+        datasets = [
+            Dataset(
+                name=d["name"],
+                owner=d["owner"],
+                schema=tuple(Column(c, t) for c, t in d["schema"].items()),
+                id_column=d["id_column"],
+                id_kind=d.get("id_kind", "sha256"),
+                min_group_size=int(d.get("min_group_size", room.get("min_group_size", 50))),
+                epsilon_budget=str(d.get("epsilon_budget", "10")),
+                delta_budget=str(d.get("delta_budget", "0.000001")),
+            )
+            for d in room["datasets"]
+        ]
+        workers = room.get("workers", {})
+        all_measurements = [
+            Measurement(m["image_id"], m["code_digest"]) for m in workers.get("measurements", [])
+        ] + list(measurements)
+        all_platform = [bytes.fromhex(k) for k in workers.get("platform_keys", [])] + list(
+            platform_keys
+        )
+        manifest_dict = Manifest(
+            room_id=room["room_id"],
+            version=int(room.get("version", 1)),
+            parties=tuple(parties),
+            datasets=tuple(datasets),
+            workers=WorkerPolicy(
+                measurements=tuple(all_measurements),
+                providers=tuple(workers.get("providers", ["simulated"])),
+                platform_keys=tuple(all_platform),
+                allow_unisolated=bool(workers.get("allow_unisolated", False)),
+            ),
+            default_min_group_size=int(room.get("min_group_size", 50)),
+            default_max_runs=int(room.get("max_runs", 100)),
+            expires=room.get("expires", _in(365)),
+        ).to_dict()
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"room file: missing or invalid field ({exc})") from exc
+    return Manifest.from_dict(manifest_dict)  # full validation
+
+
+def sign_manifest(manifest: Manifest | Envelope, key: PartyKey) -> Envelope:
+    """Sign a manifest (a new envelope, or one more signature on an existing one)."""
+    if isinstance(manifest, Envelope):
+        return add_signature(manifest, key.signer)
+    return sign_envelope(Manifest.KIND, manifest.to_dict(), [key.signer])
+
+
+def make_upload(
+    key: PartyKey,
+    manifest: Manifest,
+    manifest_digest: str,
+    dataset: str,
+    version: int,
+    row_count: int,
+    sealed: SealResult,
+    attestation_digest: str,
+) -> Envelope:
+    """The owner's signed upload statement for a sealed file."""
+    upload = Upload(
+        room_id=manifest.room_id,
+        manifest_digest=manifest_digest,
+        dataset=dataset,
+        version=version,
+        schema_digest=manifest.dataset(dataset).schema_digest(),
+        row_count=row_count,
+        ciphertext_digest=sealed.ciphertext_digest,
+        ciphertext_size=sealed.ciphertext_size,
+        key_commitment=sealed.key_commitment,
+        attestation_digest=attestation_digest,
+        created_at=format_time(datetime.now(UTC)),
+    )
+    return sign_envelope(Upload.KIND, upload.to_dict(), [key.signer])
+
+
+def make_bundle(
+    key: PartyKey,
+    manifest: Manifest,
+    manifest_digest: str,
+    *,
+    sequence: int,
+    title: str,
+    purpose: str,
+    kind: str,
+    code: str,
+    output: OutputSpec,
+    inputs: Sequence[str | tuple[str, int]],
+    recipients: Sequence[str],
+    params: Mapping[str, Any] | None = None,
+    template: str | None = None,
+    max_runs: int | None = None,
+    valid_days: int = 30,
+) -> Envelope:
+    """A signed query bundle authored by ``key``'s party."""
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    bundle = Bundle(
+        room_id=manifest.room_id,
+        manifest_digest=manifest_digest,
+        sequence=sequence,
+        author=key.name,
+        title=title,
+        purpose=purpose,
+        kind=kind,
+        code=code,
+        template=template,
+        params=dict(params or {}),
+        inputs=tuple(
+            BundleInput(i) if isinstance(i, str) else BundleInput(i[0], i[1]) for i in inputs
+        ),
+        output=output,
+        recipients=tuple(recipients),
+        max_runs=max_runs or manifest.default_max_runs,
+        not_before=format_time(start),
+        expires=_in(valid_days, start),
+    )
+    return sign_envelope(Bundle.KIND, Bundle.from_dict(bundle.to_dict()).to_dict(), [key.signer])
+
+
+def make_approval(
+    key: PartyKey,
+    manifest: Manifest,
+    manifest_digest: str,
+    bundle_digest: str,
+    *,
+    decision: str = "approve",
+    reason: str = "",
+    valid_days: int = 30,
+) -> Envelope:
+    """A party's signed approval (or revocation) of one exact bundle digest."""
+    issued = datetime.now(UTC) - timedelta(seconds=5)
+    approval = Approval(
+        room_id=manifest.room_id,
+        manifest_digest=manifest_digest,
+        bundle_digest=bundle_digest,
+        party=key.name,
+        decision=decision,
+        reason=reason,
+        issued_at=format_time(issued),
+        expires=_in(valid_days, issued),
+    )
+    return sign_envelope(Approval.KIND, approval.to_dict(), [key.signer])
+
+
+def attestation_of(envelope: Envelope) -> Attestation:
+    """Parse an attestation's payload WITHOUT verifying it (display only; verify with
+    :func:`sdk.protocol.verify.verify_attestation` before relying on it)."""
+    from sdk.protocol.canonical import parse_json
+
+    return Attestation.from_dict(parse_json(envelope.payload))
+
+
+__all__ = [
+    "Signer",
+    "attestation_of",
+    "make_approval",
+    "make_bundle",
+    "make_upload",
+    "manifest_from_room_file",
+    "sign_manifest",
+]
