@@ -229,10 +229,20 @@ class Room:
             (job / "secrets" / "worker.sealed").write_bytes(self.sealed_worker_key)
         return job
 
-    def run(self, job: Path, *, commit: bool = True) -> dict[str, Any]:
-        doc = run_enclave(
-            ["run", "--job", str(job), "--image-id", "unisolated", "--isolation", "none"]
-        )
+    def run(self, job: Path, *, commit: bool = True, subprocess: bool = False) -> dict[str, Any]:
+        """Run a job through the worker entrypoint: in-process by default (the same code as
+        ``python -m enclave run``; the query runner is always its own process)."""
+        if subprocess:
+            doc = run_enclave(
+                ["run", "--job", str(job), "--image-id", "unisolated", "--isolation", "none"]
+            )
+        else:
+            from enclave.job import Job
+
+            result = Job(job, image_id="unisolated", isolation="none").run()
+            parsed = parse_json(canonical_json(result), max_bytes=1 << 30)
+            assert isinstance(parsed, dict)
+            doc = parsed
         if commit and doc.get("checkpoint"):
             self.log_entries = self.log_entries + doc["log_entries"]
             self.checkpoint = doc["checkpoint"]
