@@ -1,0 +1,235 @@
+"""The runner child: ``python -I -B -m enclave.runner '<limits json>'``.
+
+Runs in a fresh interpreter spawned by :mod:`enclave.runner.client`, holding no keys. In order:
+apply rlimits (CPU, address space, open files, file size 0, no core dumps); move stdout to a
+private descriptor and point fd 1 at ``/dev/null`` (nothing the query or an engine prints can
+corrupt the result stream); block pandas from being imported; read the request; compile or check
+the query before reading any table; read and decode the tables; run; write one status frame and,
+on success, the Arrow IPC stream; ``os._exit`` without tearing down the heap.
+
+Nothing derived from data is ever written anywhere but the result stream: errors carry codes
+and static or code-derived messages only, and stderr receives nothing from this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+from collections.abc import Iterable, Sequence
+from importlib.machinery import ModuleSpec
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+from enclave.runner.errors import (
+    E_INTERNAL,
+    E_QUERY_RUNTIME,
+    E_RESOURCE,
+    RunnerError,
+)
+from enclave.runner.limits import RunnerLimits
+from enclave.runner.protocol import (
+    MAX_REQUEST_BYTES,
+    ProtocolError,
+    encode_frame,
+    read_exact_into,
+    read_frame,
+    write_all,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+MAX_OPEN_FILES: Final = 64
+_BLOCKED_MODULES: Final = ("pandas",)
+_OOM_FRAME: Final = encode_frame(
+    {"v": 1, "ok": False, "code": E_RESOURCE, "message": "memory limit exceeded"}
+)
+
+
+class _BlockImports:
+    """A meta-path finder that makes blocked packages look absent."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        if name.split(".", 1)[0] in _BLOCKED_MODULES:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+def _set_limit(which: int, value: int) -> None:
+    _soft, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(which, (value, value if which != resource.RLIMIT_CPU else hard))
+
+
+def apply_rlimits(limits: RunnerLimits) -> None:
+    """Lower this process's rlimits (they can only go down, never up)."""
+    cpu = max(1, math.ceil(limits.cpu_seconds))
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    cpu_hard = cpu + 1 if hard == resource.RLIM_INFINITY else min(cpu + 1, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (min(cpu, cpu_hard), cpu_hard))
+    _set_limit(resource.RLIMIT_AS, limits.memory_bytes)
+    _set_limit(resource.RLIMIT_NOFILE, MAX_OPEN_FILES)
+    _set_limit(resource.RLIMIT_FSIZE, 0)
+    _set_limit(resource.RLIMIT_CORE, 0)
+
+
+def _isolate_stdout() -> int:
+    """Return a private copy of fd 1 and send fd 1 itself to /dev/null."""
+    result_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    return result_fd
+
+
+def _read_tables(metas: Sequence[dict[str, Any]], limits: RunnerLimits) -> dict[str, pa.Table]:
+    import pyarrow as pa
+
+    from enclave.runner.inputs import decode_parquet
+
+    pa.set_cpu_count(limits.threads)
+    pa.set_io_thread_count(1)
+    tables: dict[str, pa.Table] = {}
+    for meta in metas:
+        buf = pa.allocate_buffer(meta["bytes"])
+        if read_exact_into(0, memoryview(buf)) != meta["bytes"]:
+            raise ProtocolError("input ended early")
+        tables[meta["name"]] = decode_parquet(meta["name"], buf, limits)
+        del buf
+    os.close(0)
+    return tables
+
+
+def _encode(schema: pa.Schema, batches: Iterable[pa.RecordBatch],
+            limits: RunnerLimits) -> tuple[pa.Buffer, int]:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    rows = 0
+    with pa.ipc.new_stream(sink, schema.remove_metadata()) as writer:
+        for batch in batches:
+            rows += batch.num_rows
+            if rows > limits.max_output_rows:
+                raise RunnerError(E_RESOURCE, f"output exceeds {limits.max_output_rows} rows")
+            writer.write_batch(batch)
+            if sink.tell() > limits.max_output_bytes:
+                raise RunnerError(E_RESOURCE, f"output exceeds {limits.max_output_bytes} bytes")
+    body = sink.getvalue()
+    if body.size > limits.max_output_bytes:
+        raise RunnerError(E_RESOURCE, f"output exceeds {limits.max_output_bytes} bytes")
+    return body, rows
+
+
+def _run_python(source: str, params: Any, metas: Sequence[dict[str, Any]],
+                limits: RunnerLimits) -> tuple[pa.Buffer, int]:
+    from enclave.runner.policy import compile_query
+
+    code = compile_query(source)  # before any table is read
+    tables = _read_tables(metas, limits)
+
+    from enclave.runner.facade import unwrap_table, wrap_tables
+    from enclave.runner.pysandbox import run, runtime_error
+
+    try:
+        result = run(code, wrap_tables(tables), params)
+    except RunnerError:
+        raise
+    except MemoryError:
+        raise RunnerError(E_RESOURCE, "memory limit exceeded") from None
+    except Exception as exc:
+        raise runtime_error(exc) from None
+    del tables
+    try:
+        table = unwrap_table(result)
+    except TypeError:
+        raise RunnerError(
+            E_QUERY_RUNTIME, f"query returned {type(result).__name__}, expected a Table"
+        ) from None
+    if table.num_rows > limits.max_output_rows:
+        raise RunnerError(E_RESOURCE, f"output exceeds {limits.max_output_rows} rows")
+    if table.nbytes > limits.max_output_bytes:
+        raise RunnerError(E_RESOURCE, f"output exceeds {limits.max_output_bytes} bytes")
+    return _encode(table.schema, table.to_batches(), limits)
+
+
+def _run_sql(sql: str, metas: Sequence[dict[str, Any]],
+             limits: RunnerLimits) -> tuple[pa.Buffer, int]:
+    from enclave.runner.sqlengine import (
+        bind_sql,
+        check_sql,
+        execute,
+        execution_error,
+        open_connection,
+    )
+
+    con = open_connection({}, limits)
+    check_sql(con, sql)  # before any table is read
+    for name, table in _read_tables(metas, limits).items():
+        con.register(name, table)
+    relation = bind_sql(con, sql)
+    try:
+        reader = execute(relation)
+        return _encode(reader.schema, reader, limits)
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise execution_error(exc) from None
+
+
+def _check_request(request: dict[str, Any]) -> None:
+    if request.get("kind") not in ("python", "sql") or type(request.get("code")) is not str:
+        raise ProtocolError("bad request")
+    metas = request.get("tables")
+    if type(metas) is not list or not all(
+        type(m) is dict and type(m.get("name")) is str and type(m.get("bytes")) is int
+        and m["bytes"] >= 0 for m in metas
+    ):
+        raise ProtocolError("bad table list")
+
+
+def serve(limits: RunnerLimits) -> tuple[pa.Buffer, int]:
+    """Read the request from fd 0 and run it; return the Arrow IPC body and its row count."""
+    request = read_frame(0, MAX_REQUEST_BYTES)
+    _check_request(request)
+    if request["kind"] == "python":
+        return _run_python(request["code"], request.get("params"), request["tables"], limits)
+    return _run_sql(request["code"], request["tables"], limits)
+
+
+def main(argv: Sequence[str]) -> NoReturn:
+    """Entry point of ``python -m enclave.runner``; never returns."""
+    try:
+        limits = RunnerLimits.from_json(json.loads(argv[1]))
+        apply_rlimits(limits)
+    except Exception:
+        os._exit(70)
+    result_fd = _isolate_stdout()
+    sys.meta_path.insert(0, _BlockImports)
+    status: dict[str, Any]
+    body = None
+    try:
+        body, rows = serve(limits)
+        status = {"v": 1, "ok": True, "rows": rows, "body_bytes": body.size}
+    except RunnerError as exc:
+        status = {"v": 1, "ok": False, "code": exc.code, "message": exc.message}
+    except MemoryError:
+        _write_and_exit(result_fd, _OOM_FRAME, None)
+    except BaseException as exc:
+        status = {"v": 1, "ok": False, "code": E_INTERNAL,
+                  "message": f"runner failed ({type(exc).__name__})"}
+    _write_and_exit(result_fd, encode_frame(status), body)
+
+
+def _write_and_exit(fd: int, frame: bytes, body: pa.Buffer | None) -> NoReturn:
+    try:
+        write_all(fd, frame)
+        if body is not None:
+            write_all(fd, memoryview(body))
+        os.close(fd)
+    except OSError:
+        os._exit(71)
+    os._exit(0)

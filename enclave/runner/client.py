@@ -1,0 +1,287 @@
+"""Supervisor side: spawn a fresh, keyless runner process per query and collect its result.
+
+:func:`run_query` starts ``sys.executable -I -B -m enclave.runner`` (spawned with exec, never
+forked from the key holder) with an explicit minimal environment, ``close_fds=True``, a new
+session (its own process group), and a fresh empty working directory. The child lowers its own
+rlimits before it reads anything. The parent streams the request and the Parquet bytes into
+stdin from a thread, reads a capped status frame and result from stdout in another, drains
+stderr into a capped buffer that is discarded, and kills the whole process group at the
+wall-clock deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from typing import IO, TYPE_CHECKING, Any, Final, Literal
+
+from enclave.runner.errors import (
+    CODES,
+    E_INTERNAL,
+    E_QUERY_REJECTED,
+    E_RESOURCE,
+    RunnerError,
+)
+from enclave.runner.limits import RunnerLimits
+from enclave.runner.protocol import (
+    MAX_PARAMS_BYTES,
+    MAX_SOURCE_BYTES,
+    MAX_STATUS_BYTES,
+    ProtocolError,
+    encode_frame,
+    read_exact,
+    read_exact_into,
+    write_all,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+TABLE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+STDERR_CAP: Final = 64 * 1024
+PIPE_SIZE: Final = 1 << 20
+_GRACE_SECONDS: Final = 5.0
+
+
+def child_env(limits: RunnerLimits) -> dict[str, str]:
+    """The child's whole environment: no variable of the parent is inherited."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TZ": "UTC",
+        "OMP_NUM_THREADS": str(limits.threads),
+        "OPENBLAS_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+    }
+
+
+def child_argv(limits: RunnerLimits) -> list[str]:
+    """The child's command line (isolated mode, no bytecode writes)."""
+    return [sys.executable, "-I", "-B", "-m", "enclave.runner", json.dumps(limits.to_json())]
+
+
+def _check_inputs(kind: str, code: str, tables: Mapping[str, bytes],
+                  params: Mapping[str, object]) -> bytes:
+    if kind not in ("python", "sql"):
+        raise ValueError("kind must be 'python' or 'sql'")
+    if not isinstance(code, str):
+        raise TypeError("code must be a str")
+    if len(code.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
+        raise RunnerError(E_QUERY_REJECTED, f"query code exceeds {MAX_SOURCE_BYTES} bytes")
+    for name, data in tables.items():
+        if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):
+            raise ValueError("table names are identifiers of 1 to 63 ASCII characters")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError("table data must be bytes-like Parquet")
+    params_json = json.dumps(dict(params), allow_nan=False).encode("utf-8")
+    if len(params_json) > MAX_PARAMS_BYTES:
+        raise ValueError(f"params exceed {MAX_PARAMS_BYTES} bytes of JSON")
+    return params_json
+
+
+class _Child:
+    """One running child with its feeder, reader and drainer threads."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], limits: RunnerLimits) -> None:
+        self.proc = proc
+        self.limits = limits
+        self.status: dict[str, Any] | None = None
+        self.body: bytearray | None = None
+        self.failure: str | None = None  # E_RESOURCE reason found by a reader thread
+        self.protocol_error = False
+        self._stderr = bytearray()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def feed(self, header: bytes, tables: list[memoryview]) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            fd = stdin.fileno()
+            write_all(fd, header)
+            for view in tables:
+                write_all(fd, view)
+        except OSError:
+            pass  # the child stopped reading (rejected early, died or was killed)
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def read_result(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        fd = stdout.fileno()
+        try:
+            size = int.from_bytes(read_exact(fd, 4), "big")
+            if size > MAX_STATUS_BYTES:
+                raise ProtocolError("status frame too large")
+            status = json.loads(read_exact(fd, size).decode("utf-8"))
+            if not isinstance(status, dict) or status.get("v") != 1:
+                raise ProtocolError("bad status frame")
+            if status.get("ok") is True:
+                n = status.get("body_bytes")
+                if type(n) is not int or n < 0:
+                    raise ProtocolError("bad body size")
+                if n > self.limits.max_output_bytes:
+                    self.failure = f"output exceeds {self.limits.max_output_bytes} bytes"
+                    self.kill()
+                    return
+                body = bytearray(n)
+                if read_exact_into(fd, memoryview(body)) != n:
+                    raise ProtocolError("result ended early")
+                self.body = body
+            self.status = status
+            if os.read(fd, 1):  # anything after the result is a protocol violation
+                self.protocol_error = True
+                self.kill()
+        except (ProtocolError, ValueError, UnicodeDecodeError, OSError):
+            self.protocol_error = True
+        finally:
+            with contextlib.suppress(OSError):
+                stdout.close()
+
+    def drain_stderr(self) -> None:
+        stream: IO[bytes] | None = self.proc.stderr
+        assert stream is not None
+        try:
+            while chunk := os.read(stream.fileno(), 65536):
+                room = STDERR_CAP - len(self._stderr)
+                if room > 0:
+                    self._stderr += chunk[:room]
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def _set_pipe_size(stream: IO[bytes] | None) -> None:
+    if stream is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def _signal_reason(returncode: int) -> str:
+    sig = -returncode
+    if sig == signal.SIGXCPU:
+        return "CPU time limit exceeded"
+    if sig == signal.SIGKILL:
+        return "runner was killed (CPU or memory hard limit)"
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = str(sig)
+    return f"runner was killed by signal {name}"
+
+
+def run_query(
+    kind: Literal["python", "sql"],
+    code: str,
+    tables: Mapping[str, bytes],
+    params: Mapping[str, object],
+    limits: RunnerLimits | None = None,
+) -> pa.Table:
+    """Run one query bundle over ``tables`` (name → Parquet bytes) in a fresh runner process.
+
+    Returns the row-level result as a ``pyarrow.Table``. Raises ``RunnerError`` with code
+    ``E_QUERY_REJECTED``, ``E_QUERY_RUNTIME``, ``E_RESOURCE``, ``E_INPUT`` or ``E_INTERNAL``
+    (see :mod:`enclave.runner.errors`); ``TypeError``/``ValueError`` for misuse by the caller
+    (unknown kind, bad table names, params that are not JSON).
+    """
+    limits = limits or RunnerLimits()
+    params_json = _check_inputs(kind, code, tables, params)
+    views = [memoryview(data).cast("B") for data in tables.values()]
+    header = encode_frame({
+        "v": 1,
+        "kind": kind,
+        "code": code,
+        "params": json.loads(params_json),
+        "tables": [{"name": n, "bytes": v.nbytes} for n, v in zip(tables, views, strict=True)],
+    })
+    workdir = tempfile.mkdtemp(prefix="sealroom-run-")
+    try:
+        return _supervise(header, views, limits, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _supervise(header: bytes, views: list[memoryview], limits: RunnerLimits,
+               workdir: str) -> pa.Table:
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        child_argv(limits), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=workdir, env=child_env(limits), close_fds=True,
+        start_new_session=True, bufsize=0,
+    )
+    child = _Child(proc, limits)
+    _set_pipe_size(proc.stdin)
+    _set_pipe_size(proc.stdout)
+    threads = [
+        threading.Thread(target=child.feed, args=(header, views), daemon=True),
+        threading.Thread(target=child.read_result, daemon=True),
+        threading.Thread(target=child.drain_stderr, daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=max(0.0, limits.wall_seconds - (time.monotonic() - started)))
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        child.kill()
+        proc.wait()
+    except BaseException:
+        child.kill()
+        proc.wait()
+        raise
+    for t in threads:
+        t.join(timeout=_GRACE_SECONDS)
+        if t.is_alive():  # a descendant keeps a pipe open
+            child.kill()
+            t.join(timeout=_GRACE_SECONDS)
+    return _outcome(child, timed_out, limits)
+
+
+def _outcome(child: _Child, timed_out: bool, limits: RunnerLimits) -> pa.Table:
+    if timed_out:
+        raise RunnerError(E_RESOURCE, f"wall-clock deadline of {limits.wall_seconds:g} s "
+                          "exceeded")
+    if child.failure is not None:
+        raise RunnerError(E_RESOURCE, child.failure)
+    returncode = child.proc.returncode
+    if returncode is not None and returncode < 0:
+        raise RunnerError(E_RESOURCE, _signal_reason(returncode))
+    status = child.status
+    if returncode != 0 or status is None or child.protocol_error:
+        raise RunnerError(E_INTERNAL, f"runner ended without a result (exit status "
+                          f"{returncode})")
+    if status.get("ok") is not True:
+        code = status.get("code")
+        message = status.get("message")
+        if code not in CODES or not isinstance(message, str):
+            raise RunnerError(E_INTERNAL, "runner sent a malformed error")
+        raise RunnerError(code, message)
+    import pyarrow as pa
+
+    assert child.body is not None
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(child.body)).read_all()
+    except pa.ArrowException:
+        raise RunnerError(E_INTERNAL, "runner sent an unreadable result") from None
+    if table.num_rows != status.get("rows") or table.num_rows > limits.max_output_rows:
+        raise RunnerError(E_INTERNAL, "runner result does not match its status")
+    return table

@@ -1,0 +1,134 @@
+"""SQL bundles: one SELECT over the job's tables in a locked-down, in-memory DuckDB.
+
+:func:`open_connection` creates the connection with, from the start (connect-time config):
+``enable_external_access=false`` (no files, no network, no extension install/load, no
+``ATTACH``/``COPY``), ``autoload_known_extensions`` and ``autoinstall_known_extensions`` off,
+``allow_community_extensions`` off, ``python_enable_replacements=false`` (a SQL name never
+resolves to a Python variable of the runner), no temp directory (no spilling to disk),
+``memory_limit`` and ``threads`` from the limits, and ``lock_configuration=true`` so no
+statement can change any of it. Only the job's tables are registered, as Arrow views
+(zero-copy).
+
+:func:`check_sql` admits exactly one ``SELECT`` statement and refuses calls to functions that
+read files or run SQL strings (defence in depth: with external access off they fail anyway).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+
+from enclave.runner.errors import E_QUERY_REJECTED, E_QUERY_RUNTIME, E_RESOURCE, RunnerError
+from enclave.runner.limits import RunnerLimits
+
+_DENIED_FUNCTIONS: Final = frozenset({
+    "glob", "query", "query_table", "getenv", "checkpoint", "force_checkpoint", "sniff_csv",
+    "iceberg_scan", "delta_scan", "sqlite_scan", "sqlite_attach", "postgres_scan",
+    "postgres_attach", "mysql_scan", "arrow_scan", "arrow_scan_dumb", "from_csv_auto",
+    "load_extension", "install_extension", "json_execute_serialized_sql", "excel_scan",
+})
+_DENIED_PREFIXES: Final = ("read_", "parquet_", "pragma_", "sniff_", "duckdb_", "iceberg_")
+MAX_MESSAGE: Final = 500
+BATCH_ROWS: Final = 1 << 17
+
+
+def open_connection(tables: Mapping[str, pa.Table],
+                    limits: RunnerLimits) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with external access off, configuration locked, tables registered."""
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "enable_external_access": False,
+        "autoload_known_extensions": False,
+        "autoinstall_known_extensions": False,
+        "allow_community_extensions": False,
+        "allow_unsigned_extensions": False,
+        "python_enable_replacements": False,
+        "temp_directory": "",
+        "threads": limits.threads,
+        "memory_limit": f"{max(64 << 20, limits.memory_bytes // 2)}B",
+        "lock_configuration": True,
+    }
+    con = duckdb.connect(":memory:", config=config)
+    for name, table in tables.items():
+        con.register(name, table)
+    return con
+
+
+def _function_names(node: Any) -> Iterator[str]:
+    """Every ``function_name`` in a ``json_serialize_sql`` tree."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            name = item.get("function_name")
+            if isinstance(name, str):
+                yield name.lower()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:MAX_MESSAGE] if text else ''}"
+
+
+def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Admit one SELECT statement without denied functions; else ``E_QUERY_REJECTED``.
+
+    Messages quote DuckDB's parser, which sees the code only.
+    """
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise RunnerError(E_QUERY_REJECTED, _first_line(exc)) from None
+    if len(statements) != 1:
+        raise RunnerError(E_QUERY_REJECTED, f"exactly one SQL statement is allowed, "
+                          f"got {len(statements)}")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise RunnerError(E_QUERY_REJECTED, f"only SELECT statements are allowed, got "
+                          f"{getattr(kind, 'name', 'another kind')}")
+    rows = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()
+    row = rows[0] if rows else None
+    tree = json.loads(row[0]) if row else {"error": True}
+    if tree.get("error"):
+        raise RunnerError(E_QUERY_REJECTED, "SQL could not be analysed: "
+                          f"{str(tree.get('error_message', ''))[:MAX_MESSAGE]}")
+    for name in _function_names(tree):
+        if name in _DENIED_FUNCTIONS or name.startswith(_DENIED_PREFIXES):
+            raise RunnerError(E_QUERY_REJECTED, f"function {name!r} is not allowed in queries")
+
+
+def bind_sql(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelation:
+    """Check and bind ``sql``; return the (not yet executed) relation.
+
+    Raises ``RunnerError(E_QUERY_REJECTED)`` for policy, parse, catalog and binder errors (their
+    messages describe the code and the schema, not the data).
+    """
+    check_sql(con, sql)
+    try:
+        relation = con.sql(sql)
+    except duckdb.Error as exc:
+        raise RunnerError(E_QUERY_REJECTED, _first_line(exc)) from None
+    if relation is None:  # pragma: no cover - check_sql admitted a SELECT
+        raise RunnerError(E_QUERY_REJECTED, "the statement returns no rows")
+    return relation
+
+
+def execute(relation: duckdb.DuckDBPyRelation) -> pa.RecordBatchReader:
+    """Start executing; errors here and while reading batches go to :func:`execution_error`."""
+    return relation.to_arrow_reader(BATCH_ROWS)
+
+
+def execution_error(exc: BaseException) -> RunnerError:
+    """Map an error raised while executing: memory → ``E_RESOURCE``; else type name only."""
+    if isinstance(exc, MemoryError | duckdb.OutOfMemoryException):
+        return RunnerError(E_RESOURCE, "memory limit exceeded")
+    if isinstance(exc, pa.ArrowMemoryError):
+        return RunnerError(E_RESOURCE, "memory limit exceeded")
+    name = type(exc).__name__
+    return RunnerError(E_QUERY_RUNTIME, name if name.isidentifier() else "Exception")
