@@ -51,6 +51,20 @@ _SAFE_MESSAGE_CODES = {
 }
 
 
+def check_columns(parquet: bytes, expected: list[str], dataset: str) -> None:
+    """The decrypted file must be Parquet with exactly the manifest's columns (read from the
+    footer only). Raises ``InputError`` naming the dataset, never a value."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(pa.BufferReader(parquet))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(f"upload: {dataset!r} is not a Parquet file") from exc
+    if sorted(schema.names) != sorted(expected):
+        raise InputError(f"upload: columns of {dataset!r} differ from the manifest's schema")
+
+
 class _Timer:
     def __init__(self) -> None:
         self.ms: dict[str, int] = {}
@@ -250,6 +264,7 @@ class Job:
             except OSError as exc:
                 raise DecryptionError() from exc
             tables[name] = buffer.getvalue()
+            check_columns(tables[name], [c.name for c in state.manifest.dataset(name).schema], name)
         return tables
 
     def _run_query(self, state: TrustedJobState, tables: dict[str, bytes]) -> Any:

@@ -135,6 +135,11 @@ class Room:
     def upload(self, owner: PartyKey, dataset: str, table: pa.Table, version: int = 1) -> Envelope:
         plain = self.root / f"{dataset}-{version}.parquet"
         pq.write_table(table, plain)
+        return self.upload_file(owner, dataset, plain, table.num_rows, version)
+
+    def upload_file(
+        self, owner: PartyKey, dataset: str, plain: Path, rows: int, version: int = 1
+    ) -> Envelope:
         sealed_tmp = self.root / f"{dataset}-{version}.sealed"
         with open(plain, "rb") as src, open(sealed_tmp, "wb") as dst:
             result = seal_stream(
@@ -149,7 +154,7 @@ class Room:
             self.manifest_digest,
             dataset,
             version,
-            table.num_rows,
+            rows,
             result,
             self.attestation.digest(),
         )
