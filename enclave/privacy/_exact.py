@@ -1,0 +1,204 @@
+"""Exact, platform-side aggregation of a row-level table in DuckDB (no noise here).
+
+What this module guarantees, whatever the query code returned:
+
+- rows whose privacy unit is null are dropped (they cannot be attributed to a unit);
+- each unit keeps at most ``max_contributions`` rows, chosen deterministically: the rows of a
+  unit are ordered by DuckDB's ``hash`` of their (group, fixed-point measure) values, ties broken
+  by the values themselves, and the first ``k`` are kept. The choice depends only on that unit's
+  own rows;
+- each measure is mapped to a fixed-point integer in [round(L/q), round(U/q)]: nulls and NaN are
+  imputed with the bound value nearest to zero, then the value is clamped to [L, U] (so +/-inf
+  and 1e308 land on a bound), scaled by 1/q, rounded and clamped again as an integer;
+- groups count DISTINCT units (a unit with several kept rows in a group counts once); sums add
+  the kept fixed-point values exactly (DuckDB HUGEINT), so there is no float-sum error.
+
+Speed: a unit with a single row needs no bounding, so the (usually few) units with several rows
+are found first from a sort of 64-bit hashes of the unit column (a hash seen once is a unit seen
+once), and only their rows go through the window function; both parts are added up per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from sdk.errors import PrivacyError, ResourceError
+
+GroupKeyValue = tuple[str | None, ...]
+SIGNIFICANT_DIGITS = 6
+
+
+def quote(name: str) -> str:
+    """A DuckDB identifier literal."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Fixed-point encoding of a measure bounded to [lower, upper]: real = integer * quantum."""
+
+    lower: int
+    upper: int
+    quantum: Decimal
+    impute: int
+    places: int
+
+    @classmethod
+    def from_bounds(cls, lower: Decimal, upper: Decimal) -> FixedPoint:
+        """Pick a quantum 10^(e-6), e = floor(log10(max(|L|, |U|))), so a bound spans 10^6..10^7
+        units; round the bounds to the grid (monotone, so lower <= upper still holds)."""
+        if lower > upper:
+            raise PrivacyError("measure lower bound above upper bound")
+        biggest = max(abs(lower), abs(upper))
+        exponent = 0 if biggest == 0 else biggest.adjusted() - SIGNIFICANT_DIGITS
+        quantum = Decimal(1).scaleb(exponent)
+        with localcontext() as ctx:
+            ctx.prec = 80
+            lo = int((lower / quantum).to_integral_value(ROUND_HALF_EVEN))
+            hi = int((upper / quantum).to_integral_value(ROUND_HALF_EVEN))
+        impute = min(max(0, lo), hi)
+        return cls(lo, hi, quantum, impute, max(0, -exponent))
+
+    @property
+    def max_abs(self) -> int:
+        """The largest absolute fixed-point value a single row can carry."""
+        return max(abs(self.lower), abs(self.upper))
+
+    def to_real(self, value: int | Decimal) -> Decimal:
+        """The real value of a fixed-point integer (or ratio)."""
+        with localcontext() as ctx:
+            ctx.prec = 80
+            return Decimal(value) * self.quantum
+
+    def sql(self, column: str) -> str:
+        """DuckDB expression mapping ``column`` to its clamped fixed-point BIGINT."""
+        x = f"TRY_CAST({quote(column)} AS DOUBLE)"
+        lo_real = float(self.to_real(self.lower))
+        hi_real = float(self.to_real(self.upper))
+        factor = float(1 / self.quantum) if self.quantum < 1 else None
+        scaled = (
+            f"greatest({lo_real!r}, least({hi_real!r}, {x})) * {factor!r}"
+            if factor is not None
+            else f"greatest({lo_real!r}, least({hi_real!r}, {x})) / {float(self.quantum)!r}"
+        )
+        return (
+            f"CASE WHEN {x} IS NULL OR isnan({x}) THEN CAST({self.impute} AS BIGINT) "
+            f"ELSE greatest(CAST({self.lower} AS BIGINT), least(CAST({self.upper} AS BIGINT), "
+            f"CAST(round({scaled}) AS BIGINT))) END"
+        )
+
+
+@dataclass(frozen=True)
+class ExactAggregate:
+    """Per group key (group values cast to VARCHAR): distinct units and fixed-point sums."""
+
+    groups: dict[GroupKeyValue, tuple[int, tuple[int, ...]]]
+
+
+def _check_measure_type(table: pa.Table, column: str) -> None:
+    t = table.schema.field(column).type
+    ok = (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_null(t)
+    )
+    if not ok:
+        raise PrivacyError(f"measure column {column!r} is not numeric")
+
+
+def _multi_row_hashes(con: duckdb.DuckDBPyConnection, unit: str) -> pa.Table | None:
+    """Hashes of the unit column seen more than once (None when every unit has one row)."""
+    got = con.sql(f"SELECT hash({quote(unit)}) AS h FROM t WHERE {quote(unit)} IS NOT NULL")  # noqa: S608
+    hashes = got.fetchnumpy()["h"]
+    if len(hashes) < 2:
+        return None
+    ordered = np.sort(np.asarray(hashes, dtype=np.uint64))
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if repeated.size == 0:
+        return None
+    return pa.table({"h": pa.array(np.unique(repeated), type=pa.uint64())})
+
+
+def exact_aggregate(
+    table: pa.Table,
+    *,
+    unit: str,
+    group_columns: Sequence[str],
+    measures: Sequence[tuple[str, FixedPoint]],
+    max_contributions: int,
+    domains: Sequence[tuple[str, ...] | None],
+    max_exact_groups: int,
+) -> ExactAggregate:
+    """Bound, clamp and aggregate ``table`` exactly (see the module docstring).
+
+    Groups whose value in a column with a declared domain is outside that domain (or null) are
+    dropped. Raises ``PrivacyError`` for a non-numeric measure column and ``ResourceError`` when
+    more than ``max_exact_groups`` groups remain.
+    """
+    for column, _ in measures:
+        _check_measure_type(table, column)
+    con = duckdb.connect(config={"enable_external_access": False})
+    try:
+        con.register("t", table)
+        gs = [f"g{i}" for i in range(len(group_columns))]
+        ms = [f"m{i}" for i in range(len(measures))]
+        select = [f"{quote(unit)} AS u", f"hash({quote(unit)}) AS h"]
+        select += [
+            f"CAST({quote(c)} AS VARCHAR) AS {g}" for c, g in zip(group_columns, gs, strict=True)
+        ]
+        select += [fp.sql(c) + f" AS {m}" for (c, fp), m in zip(measures, ms, strict=True)]
+        con.sql(
+            f"CREATE TEMP VIEW src AS SELECT {', '.join(select)} FROM t "  # noqa: S608
+            f"WHERE {quote(unit)} IS NOT NULL"
+        )
+        group_by = f"GROUP BY {', '.join(gs)}" if gs else ""
+        gsel = "".join(f"{g}, " for g in gs)
+        sums = ", ".join(["count(*) AS n", *[f"sum({m}) AS s{i}" for i, m in enumerate(ms)]])
+        dups = _multi_row_hashes(con, unit)
+        if dups is None:
+            body = f"SELECT {gsel}{sums} FROM src {group_by}"  # noqa: S608
+        else:
+            con.register("dups", dups)
+            order = ", ".join([*gs, *ms]) or "h"
+            pair_sums = ", ".join(f"sum({m}) AS {m}" for m in ms)
+            pair_select = ", ".join(["u", *gs, *([pair_sums] if ms else [])])
+            outer = ", ".join(["sum(n) AS n", *[f"sum(s{i}) AS s{i}" for i in range(len(ms))]])
+            body = f"""
+                WITH single AS (SELECT {gsel}{sums} FROM src ANTI JOIN dups USING (h) {group_by}),
+                kept AS (SELECT * FROM src SEMI JOIN dups USING (h)
+                         QUALIFY row_number() OVER (
+                             PARTITION BY u ORDER BY hash({order}), {order}) <= {int(max_contributions)}),
+                pairs AS (SELECT {pair_select} FROM kept GROUP BY u{"".join(", " + g for g in gs)}),
+                multi AS (SELECT {gsel}{sums} FROM pairs {group_by}),
+                both_parts AS (SELECT * FROM single UNION ALL SELECT * FROM multi)
+                SELECT {gsel}{outer} FROM both_parts {group_by}"""  # noqa: S608
+        filters: list[str] = []
+        params: list[list[str]] = []
+        for g, domain in zip(gs, domains, strict=True):
+            if domain is not None:
+                filters.append(f"list_contains(?, {g})")
+                params.append(list(domain))
+        where = f"WHERE {' AND '.join(filters)}" if filters else ""
+        sql = f"SELECT * FROM ({body}) AS agg {where} LIMIT {int(max_exact_groups) + 1}"  # noqa: S608
+        rows = con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+    if len(rows) > max_exact_groups:
+        raise ResourceError("too many groups in the query output")
+    ng = len(gs)
+    groups: dict[GroupKeyValue, tuple[int, tuple[int, ...]]] = {}
+    for row in rows:
+        n = int(row[ng] or 0)
+        if n == 0:
+            continue
+        key = tuple(None if v is None else str(v) for v in row[:ng])
+        groups[key] = (n, tuple(int(v or 0) for v in row[ng + 1 :]))
+    return ExactAggregate(groups)

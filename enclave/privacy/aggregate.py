@@ -1,0 +1,296 @@
+"""Apply a signed output spec to the runner's row-level table: the platform's privacy rules.
+
+``apply_output_spec`` is what the supervisor calls between "the runner returned a table" and
+"seal the outputs". It trusts nothing the query code computed: contribution bounding, clamping,
+distinct-unit counting, suppression and noise are all done here (DESIGN §6, docs/privacy.md).
+
+Errors never carry a data value: messages name spec columns and counts of groups only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
+
+import pyarrow as pa
+
+from enclave.privacy import dp
+from enclave.privacy._exact import ExactAggregate, FixedPoint, GroupKeyValue, exact_aggregate
+from enclave.privacy.cost import run_cost
+from enclave.privacy.listmode import apply_list_mode
+from sdk.errors import PrivacyError, ResourceError
+from sdk.protocol.spec import OutputSpec
+
+COUNT_COLUMN = "n_units"
+DEFAULT_MIN_GROUP_SIZE = 50
+MAX_EXACT_GROUPS = 1_000_000
+MAX_FIXED_SUM = 2**62
+
+
+@dataclass(frozen=True)
+class NoiseInfo:
+    """How one released column was noised: ``scale`` in integer units of ``quantum`` (1 for
+    counts); ``bound`` is max(|L|, |U|) of a measure (1 for counts); 0 scale means no noise."""
+
+    scale: float
+    quantum: Decimal
+    bound: Decimal
+
+
+@dataclass(frozen=True)
+class PrivacyResult:
+    """What may leave the worker, and what it cost.
+
+    ``table``: group columns (strings), ``n_units`` (int64) and one float64 column per measure,
+    sorted by group key (list mode: the one identifier column, sorted). ``accuracy``: per released
+    column, OpenDP's 95% accuracy as a decimal string (for means: the worst-case 95% bound over
+    the released groups, see docs/privacy.md); empty without DP. ``epsilon_charged`` and
+    ``delta_charged`` equal ``cost.run_cost(spec)``.
+    """
+
+    table: pa.Table
+    suppressed_groups: int
+    epsilon_charged: Decimal
+    delta_charged: Decimal
+    accuracy: Mapping[str, str]
+    mechanism: str
+    noise: Mapping[str, NoiseInfo] = field(default_factory=dict)
+    threshold: int | None = None
+
+
+def _check_columns(table: pa.Table, spec: OutputSpec) -> None:
+    names = set(table.column_names)
+    wanted = [spec.privacy_unit, *(g.column for g in spec.group_by)]
+    wanted += [m.column for m in spec.measures]
+    missing = sorted({c for c in wanted if c not in names})
+    if missing:
+        raise PrivacyError(f"query output lacks declared column(s) {missing}")
+    if COUNT_COLUMN in {g.column for g in spec.group_by} | {m.name for m in spec.measures}:
+        raise PrivacyError(f"{COUNT_COLUMN!r} is reserved for the platform's count")
+
+
+def split_epsilon(epsilon: Decimal, parts: int) -> Decimal:
+    """Epsilon of each of ``parts`` releases under sequential composition (rounded down)."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        ctx.rounding = ROUND_FLOOR
+        return epsilon / parts
+
+
+def _round_float(value: Decimal, places: int) -> float:
+    with localcontext() as ctx:
+        ctx.prec = 80
+        return float(value.quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN))
+
+
+def _fmt(value: Decimal | float, places: int = 6) -> str:
+    d = Decimal(repr(value)) if isinstance(value, float) else value
+    with localcontext() as ctx:
+        ctx.prec = 80
+        return format(d.quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN).normalize(), "f")
+
+
+def _mean_bound(sum_scale: float, count_scale: float, bound: int, count: int) -> float:
+    """95% bound (fixed-point units) on |S'/N' - S/N| given the released count N' (union bound
+    over the two noises at alpha = 0.025 each): (acc_S + bound * acc_N) / N'."""
+    a_s = dp.accuracy(sum_scale, 0.025)
+    a_n = dp.accuracy(count_scale, 0.025)
+    return (a_s + bound * a_n) / max(count, 1)
+
+
+def apply_output_spec(
+    table: pa.Table,
+    spec: OutputSpec,
+    *,
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
+    recipient_ids: pa.Array | pa.ChunkedArray | None = None,
+) -> PrivacyResult:
+    """Enforce ``spec`` on the runner's row-level ``table`` and return what may be released.
+
+    ``min_group_size`` is the strictest of the datasets' minimum group sizes; the spec's own is
+    applied too when stricter. ``recipient_ids`` (list mode only) holds the identifiers of the
+    single recipient's own upload.
+
+    Raises ``PrivacyError`` (E_PRIVACY) for a missing column, a non-numeric measure, a wrong
+    OpenDP feature set, DP group keys without a domain and without delta, DP in list mode, or a
+    list below its minimum size; ``ResourceError`` (E_RESOURCE) when the groups exceed
+    ``spec.max_groups`` or the fixed-point sums could overflow.
+    """
+    k_min = max(min_group_size, spec.min_group_size or 0, 1)
+    if spec.mode == "list":
+        listed = apply_list_mode(table, spec, min_size=k_min, recipient_ids=recipient_ids)
+        return PrivacyResult(listed, 0, Decimal(0), Decimal(0), {}, "list: intersection only")
+    if spec.mode != "aggregate":
+        raise PrivacyError("unknown output mode")
+    if spec.dp is not None:
+        dp.check_feature_gate()
+        public = all(g.domain is not None for g in spec.group_by)
+        if not public and spec.delta <= 0:
+            raise PrivacyError("DP group keys without a public domain need delta > 0")
+    _check_columns(table, spec)
+    cells: list[GroupKeyValue] | None = None
+    if all(g.domain is not None for g in spec.group_by):
+        n_cells = 1
+        for g in spec.group_by:
+            n_cells *= len(g.domain or ())
+        if n_cells > spec.max_groups:
+            raise ResourceError("declared group domains exceed max_groups")
+        cells = list(itertools.product(*(g.domain or () for g in spec.group_by)))
+    fixed = [FixedPoint.from_bounds(Decimal(m.lower), Decimal(m.upper)) for m in spec.measures]
+    biggest = max([fp.max_abs for fp in fixed] + [1])
+    if table.num_rows * biggest >= MAX_FIXED_SUM:
+        raise ResourceError("too many rows for exact fixed-point sums")
+    exact = exact_aggregate(
+        table,
+        unit=spec.privacy_unit,
+        group_columns=[g.column for g in spec.group_by],
+        measures=[(m.column, fp) for m, fp in zip(spec.measures, fixed, strict=True)],
+        max_contributions=spec.max_contributions,
+        domains=[g.domain for g in spec.group_by],
+        max_exact_groups=MAX_EXACT_GROUPS,
+    )
+    if spec.dp is None:
+        return _release_exact(exact, spec, fixed, cells, k_min)
+    return _release_dp(exact, spec, fixed, cells, k_min)
+
+
+def _release_exact(
+    exact: ExactAggregate,
+    spec: OutputSpec,
+    fixed: Sequence[FixedPoint],
+    cells: list[GroupKeyValue] | None,
+    k_min: int,
+) -> PrivacyResult:
+    keys = cells if cells is not None else list(exact.groups)
+    released: list[tuple[GroupKeyValue, int, tuple[int, ...]]] = []
+    for key in keys:
+        n, sums = exact.groups.get(key, (0, tuple(0 for _ in fixed)))
+        if n >= k_min:
+            released.append((key, n, sums))
+    if len(released) > spec.max_groups:
+        raise ResourceError("released groups exceed max_groups")
+    table = _build_table(spec, fixed, released)
+    return PrivacyResult(
+        table=table,
+        suppressed_groups=len(keys) - len(released),
+        epsilon_charged=Decimal(0),
+        delta_charged=Decimal(0),
+        accuracy={},
+        mechanism=f"exact aggregates; minimum group size {k_min} on distinct units; no noise",
+    )
+
+
+def _release_dp(
+    exact: ExactAggregate,
+    spec: OutputSpec,
+    fixed: Sequence[FixedPoint],
+    cells: list[GroupKeyValue] | None,
+    k_min: int,
+) -> PrivacyResult:
+    k = spec.max_contributions
+    eps_part = split_epsilon(spec.epsilon, 1 + len(spec.measures))
+    zero = tuple(0 for _ in fixed)
+    spent_eps = Decimal(0)
+    spent_delta = Decimal(0)
+    threshold: int | None = None
+    if cells is not None:
+        count_rel = dp.noisy_counts(
+            [exact.groups.get(c, (0, zero))[0] for c in cells], dp.count_sensitivity(k), eps_part
+        )
+        keys, counts = cells, list(count_rel.values)
+        count_scale, count_acc = count_rel.scale, count_rel.accuracy95
+        spent_eps += count_rel.epsilon
+        keys_text = "public domain (every declared cell released, empty ones too)"
+    else:
+        encoded = {json.dumps(list(key)): n for key, (n, _) in exact.groups.items()}
+        thr = dp.threshold_counts(encoded, k, eps_part, spec.delta, k_min)
+        keys = sorted(tuple(json.loads(s)) for s in thr.counts)
+        counts = [thr.counts[json.dumps(list(key))] for key in keys]
+        count_scale, count_acc, threshold = thr.scale, thr.accuracy95, thr.threshold
+        spent_eps += thr.epsilon
+        spent_delta += thr.delta
+        keys_text = f"DP thresholding (make_laplace_threshold, threshold {thr.threshold})"
+    noisy_sums: list[tuple[int, ...]] = []
+    noise: dict[str, NoiseInfo] = {COUNT_COLUMN: NoiseInfo(count_scale, Decimal(1), Decimal(1))}
+    accuracy = {COUNT_COLUMN: _fmt(Decimal(int(count_acc)), 0)}
+    sum_scales: list[float] = []
+    for i, (m, fp) in enumerate(zip(spec.measures, fixed, strict=True)):
+        rel = dp.noisy_sums(
+            [exact.groups.get(key, (0, zero))[1][i] for key in keys],
+            dp.sum_sensitivity(fp.lower, fp.upper, k),
+            eps_part,
+        )
+        spent_eps += rel.epsilon
+        noisy_sums.append(rel.values)
+        sum_scales.append(rel.scale)
+        noise[m.name] = NoiseInfo(rel.scale, fp.quantum, fp.to_real(fp.max_abs))
+        if m.agg == "sum":
+            accuracy[m.name] = _fmt(fp.to_real(int(rel.accuracy95)), fp.places)
+    if spent_eps > spec.epsilon or spent_delta > spec.delta:  # pragma: no cover - by design
+        raise PrivacyError("internal: composed privacy loss above the declared budget")
+    released: list[tuple[GroupKeyValue, int, tuple[int, ...]]] = []
+    for j, key in enumerate(keys):
+        if counts[j] >= k_min:
+            released.append((key, counts[j], tuple(col[j] for col in noisy_sums)))
+    if len(released) > spec.max_groups:
+        raise ResourceError("released groups exceed max_groups")
+    smallest = min((n for _, n, _ in released), default=0)
+    for m, fp, s_scale in zip(spec.measures, fixed, sum_scales, strict=True):
+        if m.agg == "mean":
+            bound = _mean_bound(s_scale, count_scale, fp.max_abs, smallest) if released else 0.0
+            accuracy[m.name] = _fmt(fp.to_real(Decimal(repr(bound))), fp.places)
+    eps_cost, delta_cost = run_cost(spec)
+    mechanism = (
+        f"OpenDP {dp.OPENDP_VERSION} discrete Laplace (make_laplace, vector L1) on exact "
+        f"fixed-point aggregates; keys: {keys_text}; epsilon {spec.epsilon} split evenly over "
+        f"{1 + len(spec.measures)} releases (counts + one per measure, sequential composition); "
+        f"max {k} contribution(s) per unit; minimum group size {k_min} on the noisy count"
+    )
+    return PrivacyResult(
+        table=_build_table(spec, fixed, released),
+        suppressed_groups=len(keys) - len(released),
+        epsilon_charged=eps_cost,
+        delta_charged=delta_cost,
+        accuracy=accuracy,
+        mechanism=mechanism,
+        noise=noise,
+        threshold=threshold,
+    )
+
+
+def _build_table(
+    spec: OutputSpec,
+    fixed: Sequence[FixedPoint],
+    released: Sequence[tuple[GroupKeyValue, int, tuple[int, ...]]],
+) -> pa.Table:
+    ordered = sorted(released, key=lambda r: tuple((v is None, v or "") for v in r[0]))
+    columns: dict[str, pa.Array] = {}
+    for i, g in enumerate(spec.group_by):
+        columns[g.column] = pa.array([r[0][i] for r in ordered], type=pa.string())
+    columns[COUNT_COLUMN] = pa.array([r[1] for r in ordered], type=pa.int64())
+    for i, (m, fp) in enumerate(zip(spec.measures, fixed, strict=True)):
+        values: list[float] = []
+        for _, n, sums in ordered:
+            if m.agg == "sum":
+                values.append(_round_float(fp.to_real(sums[i]), fp.places))
+            else:
+                with localcontext() as ctx:
+                    ctx.prec = 60
+                    mean = Decimal(sums[i]) / Decimal(max(n, 1))
+                mean = min(max(mean, Decimal(fp.lower)), Decimal(fp.upper))
+                values.append(_round_float(fp.to_real(mean), fp.places))
+        columns[m.name] = pa.array(values, type=pa.float64())
+    return pa.table(columns)
+
+
+__all__ = [
+    "COUNT_COLUMN",
+    "DEFAULT_MIN_GROUP_SIZE",
+    "NoiseInfo",
+    "PrivacyResult",
+    "apply_output_spec",
+    "split_epsilon",
+]

@@ -1,0 +1,258 @@
+"""Ready-made bundles for the seed's three analyses (DESIGN §6), with validated parameters.
+
+Each template turns a parameter mapping into a ``TemplateBundle``: a DuckDB SELECT over the
+tables named exactly as the datasets (one row per privacy unit), the ``OutputSpec`` the platform
+enforces, and the name of the post-processing that derives the headline figures from the
+released (already protected) table. Post-processing never sees row-level data, so it costs no
+privacy. Parameter errors raise ``InputError`` (E_INPUT).
+
+Derived figures come back as a long table (figure, value, ci95_low, ci95_high). The interval
+covers the DP noise only (not sampling error), at 95% by a union bound over the noise terms
+involved; it is null without DP or when a needed cell was suppressed (then the value is null too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from enclave.privacy._exact import quote
+from enclave.privacy._post import postprocess
+from sdk.errors import InputError
+from sdk.protocol._fields import check_decimal, check_name
+from sdk.protocol.spec import DPSpec, GroupKey, Measure, OutputSpec
+
+SIDE_DOMAIN = ("both", "left_only", "right_only")
+EXPOSED_DOMAIN = ("0", "1")
+
+
+@dataclass(frozen=True)
+class TemplateBundle:
+    """A template instantiated with parameters: what the bundle carries."""
+
+    kind: str
+    code: str
+    output: OutputSpec
+    post: str
+
+
+def _name(params: Mapping[str, object], key: str, default: str | None = None) -> str:
+    value = params.get(key, default)
+    if value is None:
+        raise InputError(f"template parameter {key!r} is required")
+    return check_name(value, f"params.{key}")
+
+
+def _dp(params: Mapping[str, object], *, required: bool) -> DPSpec | None:
+    eps = params.get("epsilon")
+    if eps is None:
+        if required:
+            raise InputError("template parameter 'epsilon' is required")
+        return None
+    data: dict[str, object] = {"epsilon": eps}
+    if params.get("delta") is not None:
+        data["delta"] = params["delta"]
+    return DPSpec.from_dict(data)
+
+
+def _min_size(params: Mapping[str, object]) -> int | None:
+    value = params.get("min_group_size")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError("params.min_group_size: expected a positive integer")
+    return value
+
+
+def _check_keys(params: Mapping[str, object], allowed: set[str]) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InputError(f"unknown template parameter(s) {unknown}")
+
+
+def overlap(params: Mapping[str, object]) -> TemplateBundle:
+    """Overlap of two parties' identifiers and each party's match rate.
+
+    Params: ``left``, ``right`` (dataset names), ``left_id``, ``right_id`` (identifier columns,
+    default "id"), optional ``epsilon``, ``min_group_size``. Each distinct identifier is one unit
+    in exactly one of the public cells both / left_only / right_only; post-processing derives
+    left count = both + left_only, right count = both + right_only, match rate = both / count.
+    """
+    _check_keys(
+        params, {"left", "right", "left_id", "right_id", "epsilon", "delta", "min_group_size"}
+    )
+    left, right = _name(params, "left"), _name(params, "right")
+    if left == right:
+        raise InputError("overlap needs two different datasets")
+    lid, rid = _name(params, "left_id", "id"), _name(params, "right_id", "id")
+    code = f"""SELECT COALESCE(l.id, r.id) AS unit,
+  CASE WHEN l.id IS NOT NULL AND r.id IS NOT NULL THEN 'both'
+       WHEN l.id IS NOT NULL THEN 'left_only' ELSE 'right_only' END AS side
+FROM (SELECT DISTINCT {quote(lid)} AS id FROM {quote(left)} WHERE {quote(lid)} IS NOT NULL) AS l
+FULL OUTER JOIN
+     (SELECT DISTINCT {quote(rid)} AS id FROM {quote(right)} WHERE {quote(rid)} IS NOT NULL) AS r
+ON l.id = r.id"""  # noqa: S608
+    spec = OutputSpec(
+        mode="aggregate",
+        privacy_unit="unit",
+        group_by=(GroupKey("side", SIDE_DOMAIN),),
+        min_group_size=_min_size(params),
+        dp=_dp(params, required=False),
+        max_groups=len(SIDE_DOMAIN),
+    )
+    return TemplateBundle("sql", code, spec, "overlap")
+
+
+def incrementality(params: Mapping[str, object]) -> TemplateBundle:
+    """Conversion of exposed vs non-exposed matched users, absolute and relative lift, with DP.
+
+    Params: ``exposure`` (publisher dataset), ``exposure_id`` (default "id"), ``exposed`` (0/1 or
+    boolean column, default "exposed"; a user exposed in any row is exposed); ``conversions``
+    (brand dataset), ``conversion_id`` (default "id"), ``converted`` (0/1 or boolean, default
+    "converted"); optional ``spend`` column with ``spend_upper`` (and ``spend_lower``, default
+    "0"); ``epsilon`` (required); ``min_group_size``. Matched users = inner join on the id. Group
+    key ``exposed`` with public domain ["0", "1"].
+    """
+    _check_keys(
+        params,
+        {
+            "exposure",
+            "exposure_id",
+            "exposed",
+            "conversions",
+            "conversion_id",
+            "converted",
+            "spend",
+            "spend_lower",
+            "spend_upper",
+            "epsilon",
+            "min_group_size",
+        },
+    )
+    exposure, conversions = _name(params, "exposure"), _name(params, "conversions")
+    if exposure == conversions:
+        raise InputError("incrementality needs two different datasets")
+    eid, cid = _name(params, "exposure_id", "id"), _name(params, "conversion_id", "id")
+    exposed, converted = (
+        _name(params, "exposed", "exposed"),
+        _name(params, "converted", "converted"),
+    )
+    measures = [Measure("conversion_rate", "converted", "mean", "0", "1")]
+    spend_sql = ""
+    if params.get("spend") is not None:
+        spend = _name(params, "spend")
+        upper = check_decimal(params.get("spend_upper"), "params.spend_upper")
+        lower = check_decimal(params.get("spend_lower", "0"), "params.spend_lower")
+        if Decimal(lower) > Decimal(upper):
+            raise InputError("params: spend_lower above spend_upper")
+        measures.append(Measure("spend_per_user", "spend", "mean", lower, upper))
+        spend_sql = f", sum(TRY_CAST({quote(spend)} AS DOUBLE)) AS spend"
+    code = f"""WITH e AS (
+  SELECT {quote(eid)} AS id,
+         CASE WHEN max(CAST(CAST({quote(exposed)} AS INTEGER) > 0 AS INTEGER)) > 0
+              THEN '1' ELSE '0' END AS exposed
+  FROM {quote(exposure)} WHERE {quote(eid)} IS NOT NULL GROUP BY 1),
+c AS (
+  SELECT {quote(cid)} AS id,
+         max(CAST(CAST({quote(converted)} AS INTEGER) > 0 AS INTEGER)) AS converted{spend_sql}
+  FROM {quote(conversions)} WHERE {quote(cid)} IS NOT NULL GROUP BY 1)
+SELECT e.id AS unit, e.exposed, c.* EXCLUDE (id) FROM e JOIN c ON e.id = c.id"""  # noqa: S608
+    spec = OutputSpec(
+        mode="aggregate",
+        privacy_unit="unit",
+        group_by=(GroupKey("exposed", EXPOSED_DOMAIN),),
+        measures=tuple(measures),
+        min_group_size=_min_size(params),
+        dp=_dp(params, required=True),
+        max_groups=len(EXPOSED_DOMAIN),
+    )
+    return TemplateBundle("sql", code, spec, "incrementality")
+
+
+def enrichment(params: Mapping[str, object]) -> TemplateBundle:
+    """Mean partner score per segment over the recipient's own accounts.
+
+    Params: ``accounts`` (the recipient's dataset), ``accounts_id`` (default "id"),
+    ``attributes`` (partner dataset), ``attributes_id`` (default "id"), ``segment`` (default
+    "segment"), ``score`` (column), ``score_lower``, ``score_upper`` (decimal strings), optional
+    ``segments`` (public list of segment names; without it, DP needs ``delta`` for thresholding),
+    ``epsilon``, ``delta``, ``min_group_size``. An account with several partner rows keeps the
+    first by (segment, score). The bundle's recipient should be the owner of ``accounts``.
+    """
+    _check_keys(
+        params,
+        {
+            "accounts",
+            "accounts_id",
+            "attributes",
+            "attributes_id",
+            "segment",
+            "score",
+            "score_lower",
+            "score_upper",
+            "segments",
+            "epsilon",
+            "delta",
+            "min_group_size",
+        },
+    )
+    accounts, attributes = _name(params, "accounts"), _name(params, "attributes")
+    if accounts == attributes:
+        raise InputError("enrichment needs two different datasets")
+    aid, pid = _name(params, "accounts_id", "id"), _name(params, "attributes_id", "id")
+    segment, score = _name(params, "segment", "segment"), _name(params, "score")
+    lower = check_decimal(params.get("score_lower"), "params.score_lower")
+    upper = check_decimal(params.get("score_upper"), "params.score_upper")
+    if Decimal(lower) > Decimal(upper):
+        raise InputError("params: score_lower above score_upper")
+    segments = params.get("segments")
+    domain: tuple[str, ...] | None = None
+    if segments is not None:
+        if not isinstance(segments, list | tuple) or not all(isinstance(s, str) for s in segments):
+            raise InputError("params.segments: expected a list of strings")
+        if not segments or len(set(segments)) != len(segments):
+            raise InputError("params.segments: expected distinct names")
+        domain = tuple(segments)
+    code = f"""SELECT a.id AS unit, p.segment, p.score
+FROM (SELECT DISTINCT {quote(aid)} AS id FROM {quote(accounts)} WHERE {quote(aid)} IS NOT NULL) AS a
+JOIN (SELECT {quote(pid)} AS id, CAST({quote(segment)} AS VARCHAR) AS segment,
+             {quote(score)} AS score
+      FROM {quote(attributes)} WHERE {quote(pid)} IS NOT NULL
+      QUALIFY row_number() OVER (PARTITION BY {quote(pid)}
+                                 ORDER BY {quote(segment)}, {quote(score)}) = 1) AS p
+ON a.id = p.id"""  # noqa: S608
+    spec = OutputSpec(
+        mode="aggregate",
+        privacy_unit="unit",
+        group_by=(GroupKey("segment", domain),),
+        measures=(Measure("mean_score", "score", "mean", lower, upper),),
+        min_group_size=_min_size(params),
+        dp=_dp(params, required=False),
+    )
+    return TemplateBundle("sql", code, spec, "enrichment")
+
+
+TEMPLATES: dict[str, Callable[[Mapping[str, object]], TemplateBundle]] = {
+    "overlap": overlap,
+    "incrementality": incrementality,
+    "enrichment": enrichment,
+}
+
+
+def build(name: str, params: Mapping[str, object]) -> TemplateBundle:
+    """Instantiate template ``name``; ``InputError`` for an unknown name or bad parameters."""
+    if name not in TEMPLATES:
+        raise InputError(f"unknown template {name!r}")
+    return TEMPLATES[name](params)
+
+
+__all__ = [
+    "TEMPLATES",
+    "TemplateBundle",
+    "build",
+    "enrichment",
+    "incrementality",
+    "overlap",
+    "postprocess",
+]
