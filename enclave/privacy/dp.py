@@ -88,10 +88,17 @@ def sum_sensitivity(lower: int, upper: int, max_contributions: int) -> int:
 
 
 def accuracy(scale: float, alpha: float) -> float:
-    """OpenDP's discrete-Laplace accuracy: P(|noise| >= result) <= alpha (0 for no noise)."""
+    """OpenDP's discrete-Laplace accuracy: P(|noise| >= result) <= alpha (0 for no noise).
+
+    Raises ``PrivacyError`` if OpenDP cannot compute it.
+    """
     if scale == 0:
         return 0.0
-    return float(dp.discrete_laplacian_scale_to_accuracy(scale=scale, alpha=alpha))
+    value = float(dp.discrete_laplacian_scale_to_accuracy(scale=scale, alpha=alpha))
+    if math.isnan(value) or value == math.inf:
+        raise PrivacyError("accuracy not computable for this noise scale")
+    # OpenDP 0.16 returns -inf for scales below ~1e-4 (the noise is then almost surely 0).
+    return max(value, 0.0)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def apply_list_mode(
         rows = con.sql(
             'SELECT DISTINCT CAST(t."' + column.replace('"', '""') + '" AS VARCHAR) AS v FROM t '  # noqa: S608
             "WHERE v IS NOT NULL AND v IN (SELECT CAST(id AS VARCHAR) FROM r) ORDER BY v"
-        ).fetch_arrow_table()
+        ).to_arrow_table()
     finally:
         con.close()
     if rows.num_rows < floor:
