@@ -1,0 +1,160 @@
+"""The launcher contract: how the coordinator starts one worker run and what it gets back.
+
+The job protocol (fixed):
+
+* ``job_dir`` holds the job's JSON files and ciphertexts. A container launcher mounts it
+  read-only at ``/job`` (``JOB_MOUNT``), so ``args`` name paths under ``/job``
+  (e.g. ``["run", "--job", "/job"]``).
+* ``secrets`` are files written into ``job_dir/secrets/`` only once the launcher has checked
+  the worker's isolation (for containers: after ``inspect`` of the created container, before
+  ``start``). They are removed again when the launch ends, whatever happened.
+* The worker's only result channel is its stdout, returned whole; stderr is never returned
+  (it could carry data) and the exit code, an OOM kill and the wall-clock deadline are mapped
+  onto :class:`LaunchResult`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from coordinator.launchers.errors import JobDirError, ResourceError
+from sdk.protocol.canonical import canonical_json
+
+Isolation = Literal["container", "none"]
+
+JOB_MOUNT = "/job"
+SECRETS_DIRNAME = "secrets"
+WORKER_UID = 65534
+WORKER_GID = 65534
+DEFAULT_DEADLINE_S = 600.0
+DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024 * 1024
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    """What one worker run produced. ``stdout`` is the worker's whole result stream."""
+
+    exit_code: int
+    stdout: bytes = field(repr=False)
+    oom_killed: bool
+    timed_out: bool
+    isolation: Isolation
+    settings_digest: str
+    duration: float
+    run_id: str = ""
+    image_id: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the worker exited 0 on its own (no deadline, no OOM kill)."""
+        return self.exit_code == 0 and not self.timed_out and not self.oom_killed
+
+    def resource_error(self) -> ResourceError | None:
+        """``E_RESOURCE`` for a deadline or an OOM kill (one terminal state each), else None."""
+        if self.timed_out:
+            return ResourceError("worker stopped at its wall-clock deadline")
+        if self.oom_killed:
+            return ResourceError("worker killed at its memory limit")
+        return None
+
+
+def settings_digest(settings: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the canonical JSON (RFC 8785) of the inspected isolation settings."""
+    return hashlib.sha256(canonical_json(dict(settings))).hexdigest()
+
+
+class Launcher(ABC):
+    """Starts one worker run on a job directory and returns its :class:`LaunchResult`."""
+
+    isolation: ClassVar[Isolation]
+
+    @abstractmethod
+    def launch(
+        self,
+        job_dir: Path,
+        args: Sequence[str],
+        secrets: Mapping[str, bytes] | None = None,
+        *,
+        run_id: str | None = None,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+    ) -> LaunchResult:
+        """Run the worker with ``args`` on ``job_dir``; hand over ``secrets`` once isolated.
+
+        Returns the result even when the worker failed, timed out or was OOM-killed.
+        Raises ``E_CONFIG`` errors when the isolation cannot be established (nothing is handed
+        over then), and ``E_RESOURCE`` when the output exceeds the launcher's cap.
+        """
+
+
+def prepare_job_dir(job_dir: Path) -> Path:
+    """Resolve ``job_dir`` and make sure ``secrets/`` exists and is empty.
+
+    Raises JobDirError when the directory is missing or already holds secret files (they must
+    only ever be written by the launcher, after the isolation check).
+    """
+    path = Path(job_dir).resolve()
+    if not path.is_dir():
+        raise JobDirError(f"job directory {path} does not exist")
+    secrets_dir = path / SECRETS_DIRNAME
+    if secrets_dir.is_symlink() or (secrets_dir.exists() and not secrets_dir.is_dir()):
+        raise JobDirError("job secrets path is not a directory")
+    secrets_dir.mkdir(mode=0o755, exist_ok=True)
+    if any(secrets_dir.iterdir()):
+        raise JobDirError("job secrets directory is not empty before launch")
+    return path
+
+
+def write_secrets(job_dir: Path, secrets: Mapping[str, bytes], *, uid: int | None = WORKER_UID,
+                  gid: int | None = WORKER_GID) -> None:
+    """Write each secret as ``job_dir/secrets/<name>``, readable by the worker user only.
+
+    When the coordinator runs as root the files (and the directory) are given to ``uid``/``gid``
+    with mode 0400 (0500 for the directory); otherwise they stay the coordinator's and must be
+    world-readable (0444) for the worker user to read them through the bind mount.
+    Raises JobDirError for a name that is not a plain file name.
+    """
+    secrets_dir = job_dir / SECRETS_DIRNAME
+    owner = (uid, -1 if gid is None else gid) if uid is not None and os.geteuid() == 0 else None
+    for name, data in secrets.items():
+        if not _SECRET_NAME.match(name):
+            raise JobDirError("secret names must be plain file names")
+        target = secrets_dir / name
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        if owner is not None:
+            os.chown(target, *owner)
+        elif uid is not None:
+            os.chmod(target, 0o444)
+    if owner is not None and secrets:
+        os.chown(secrets_dir, *owner)
+        os.chmod(secrets_dir, 0o500)
+
+
+def remove_secrets(job_dir: Path) -> None:
+    """Delete every file under ``job_dir/secrets/`` and leave the directory empty. Never raises."""
+    secrets_dir = job_dir / SECRETS_DIRNAME
+    try:
+        if secrets_dir.is_dir() and not secrets_dir.is_symlink():
+            if os.geteuid() == 0:
+                os.chown(secrets_dir, os.getuid(), os.getgid())
+            os.chmod(secrets_dir, 0o755)  # noqa: S103 - the worker user must traverse it
+            for entry in secrets_dir.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+    except OSError:
+        pass
