@@ -158,6 +158,8 @@ def _run_python(source: str, params: Any, metas: Sequence[dict[str, Any]],
 
 def _run_sql(sql: str, metas: Sequence[dict[str, Any]],
              limits: RunnerLimits) -> tuple[pa.Buffer, int]:
+    import duckdb
+
     from enclave.runner.sqlengine import (
         bind_sql,
         check_sql,
@@ -169,7 +171,10 @@ def _run_sql(sql: str, metas: Sequence[dict[str, Any]],
     con = open_connection({}, limits)
     check_sql(con, sql)  # before any table is read
     for name, table in _read_tables(metas, limits).items():
-        con.register(name, table)
+        try:
+            con.register(name, table)
+        except (MemoryError, duckdb.OutOfMemoryException):
+            raise RunnerError(E_RESOURCE, "memory limit exceeded") from None
     relation = bind_sql(con, sql)
     try:
         reader = execute(relation)

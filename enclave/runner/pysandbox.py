@@ -164,8 +164,8 @@ def _isinstance(obj: object, classinfo: object) -> bool:
 #: Names upstream's ``safe_builtins`` already vets and that we keep as they are.
 _FROM_SAFE_BUILTINS: Final = (
     "None", "False", "True", "abs", "bool", "float", "int", "len", "range", "round", "str",
-    "ArithmeticError", "AssertionError", "Exception", "IndexError", "KeyError", "LookupError",
-    "TypeError", "ValueError", "ZeroDivisionError",
+    "ArithmeticError", "AssertionError", "AttributeError", "Exception", "IndexError", "KeyError",
+    "LookupError", "TypeError", "ValueError", "ZeroDivisionError",
 )
 
 BUILTINS: Final[Mapping[str, object]] = types.MappingProxyType({

@@ -32,13 +32,23 @@ _DENIED_FUNCTIONS: Final = frozenset({
     "load_extension", "install_extension", "json_execute_serialized_sql", "excel_scan",
 })
 _DENIED_PREFIXES: Final = ("read_", "parquet_", "pragma_", "sniff_", "duckdb_", "iceberg_")
+_QUOTABLE: Final = (
+    duckdb.ParserException,
+    duckdb.CatalogException,
+    duckdb.BinderException,
+    duckdb.PermissionException,
+)
 MAX_MESSAGE: Final = 500
 BATCH_ROWS: Final = 1 << 17
 
 
 def open_connection(tables: Mapping[str, pa.Table],
                     limits: RunnerLimits) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with external access off, configuration locked, tables registered."""
+    """An in-memory DuckDB with external access off, configuration locked, tables registered.
+
+    Raises ``RunnerError(E_RESOURCE)`` when DuckDB cannot allocate its start-up memory (it
+    needs roughly 0.5 GiB of address space: give SQL runs ``memory_bytes`` of 1 GiB or more).
+    """
     config: dict[str, str | bool | int | float | list[str]] = {
         "enable_external_access": False,
         "autoload_known_extensions": False,
@@ -51,9 +61,12 @@ def open_connection(tables: Mapping[str, pa.Table],
         "memory_limit": f"{max(64 << 20, limits.memory_bytes // 2)}B",
         "lock_configuration": True,
     }
-    con = duckdb.connect(":memory:", config=config)
-    for name, table in tables.items():
-        con.register(name, table)
+    try:
+        con = duckdb.connect(":memory:", config=config)
+        for name, table in tables.items():
+            con.register(name, table)
+    except duckdb.OutOfMemoryException:
+        raise RunnerError(E_RESOURCE, "memory limit exceeded") from None
     return con
 
 
@@ -76,6 +89,19 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:MAX_MESSAGE] if text else ''}"
 
 
+def _bind_error(exc: BaseException) -> RunnerError:
+    """Errors before execution: out of memory is ``E_RESOURCE``, the rest ``E_QUERY_REJECTED``.
+
+    Parser, catalog, binder and permission messages (about code and schema) are quoted; any
+    other kind is named only, in case binding evaluated something over the data.
+    """
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return RunnerError(E_RESOURCE, "memory limit exceeded")
+    if isinstance(exc, _QUOTABLE):
+        return RunnerError(E_QUERY_REJECTED, _first_line(exc))
+    return RunnerError(E_QUERY_REJECTED, type(exc).__name__)
+
+
 def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     """Admit one SELECT statement without denied functions; else ``E_QUERY_REJECTED``.
 
@@ -92,7 +118,10 @@ def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     if kind != duckdb.StatementType.SELECT:
         raise RunnerError(E_QUERY_REJECTED, f"only SELECT statements are allowed, got "
                           f"{getattr(kind, 'name', 'another kind')}")
-    rows = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()
+    try:
+        rows = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()
+    except duckdb.Error as exc:
+        raise _bind_error(exc) from None
     row = rows[0] if rows else None
     tree = json.loads(row[0]) if row else {"error": True}
     if tree.get("error"):
@@ -113,7 +142,7 @@ def bind_sql(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelatio
     try:
         relation = con.sql(sql)
     except duckdb.Error as exc:
-        raise RunnerError(E_QUERY_REJECTED, _first_line(exc)) from None
+        raise _bind_error(exc) from None
     if relation is None:  # pragma: no cover - check_sql admitted a SELECT
         raise RunnerError(E_QUERY_REJECTED, "the statement returns no rows")
     return relation
