@@ -28,6 +28,14 @@ def _cell(value: Any) -> Any:
     return str(value)
 
 
+def _meta(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _meta(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_meta(v) for v in value]
+    return _cell(value)
+
+
 def result_document(columns: list[str], rows: list[list[Any]], extra: Mapping[str, Any]) -> bytes:
     """Canonical JSON of a result: columns, rows (floats as decimal strings), metadata."""
     return canonical_json(
@@ -35,7 +43,7 @@ def result_document(columns: list[str], rows: list[list[Any]], extra: Mapping[st
             "format": OUTPUT_FORMAT,
             "columns": columns,
             "rows": [[_cell(v) for v in row] for row in rows],
-            "meta": dict(extra),
+            "meta": _meta(extra),
         }
     )
 

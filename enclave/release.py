@@ -36,10 +36,10 @@ def check_template_bundle(bundle: Bundle) -> None:
     Raises:
         InputError: unknown template, invalid parameters, or code/spec that differ.
     """
-    from enclave.privacy.templates import build_template
+    from enclave.privacy.templates import build
 
     assert bundle.template is not None
-    generated = build_template(bundle.template, bundle.params)
+    generated = build(bundle.template, bundle.params)
     if generated.code != bundle.code or generated.output != bundle.output:
         raise InputError("bundle: code or output spec differ from what the template generates")
 
@@ -82,10 +82,15 @@ def apply_privacy(state: TrustedJobState, table: pa.Table, tables: dict[str, byt
         "mechanism": str(result.mechanism),
     }
     if state.bundle.template is not None:
-        from enclave.privacy.templates import postprocess
+        from enclave.privacy.templates import build, postprocess
 
-        released = postprocess(state.bundle.template, released, result)
+        generated = build(state.bundle.template, state.bundle.params)
         meta["template"] = state.bundle.template
+        meta["cells"] = {
+            "columns": list(released.column_names),
+            "rows": [list(r.values()) for r in released.to_pylist()],
+        }
+        released = postprocess(generated.post, released, result)
     return Released(
         columns=list(released.column_names),
         rows=[list(r.values()) for r in released.to_pylist()],
