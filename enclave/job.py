@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from enclave.jobdir import JobFiles, read_secret
 from enclave.ledger import RoomLog
@@ -271,7 +271,7 @@ class Job:
         from enclave.runner import RunnerLimits, run_query
 
         bundle = state.bundle
-        kind = "sql" if bundle.kind == "template" else bundle.kind
+        kind: Literal["python", "sql"] = "python" if bundle.kind == "python" else "sql"
         return run_query(kind, bundle.code, tables, dict(bundle.params), RunnerLimits())
 
     def _apply_privacy(
