@@ -14,8 +14,11 @@ What this module promises:
 * ``docker build`` runs with ``network_mode="none"``; the image id it prints is the worker's
   measurement.
 
-Command line: ``python -m coordinator.images build [--base IMAGE] [--tag TAG]`` (what
-``sealroom worker build`` calls).
+The operators' coordinator image is built the same way (``--target coordinator``): base
+dependencies plus the ``coordinator`` extra, and the ``sdk`` and ``coordinator`` packages.
+
+Command line: ``python -m coordinator.images build [--target worker|coordinator] [--base IMAGE]
+[--tag TAG]`` (what ``sealroom worker build`` calls); the image id is printed on stdout.
 """
 
 from __future__ import annotations
@@ -36,14 +39,44 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKER_DIR = REPO_ROOT / "images" / "worker"
-DEFAULT_TAG = "sealroom-worker:latest"
+IMAGES_DIR = REPO_ROOT / "images"
+BUILD_DIR = IMAGES_DIR / ".build"  # git-ignored
 OFFLINE_BASE = "sealroom-base:bookworm"
 PYTHON_VERSION = "3.11"
-# Packages of the base install the worker never needs.
-WORKER_EXCLUDED = frozenset({"httpx"})
-# Packages copied as source into the image (never "coordinator").
-WORKER_SOURCE_PACKAGES = ("sdk", "enclave")
+
+
+@dataclass(frozen=True)
+class ImageTarget:
+    """What one image needs: extras of pyproject, packages copied as source, where things live."""
+
+    name: str
+    extras: tuple[str, ...]
+    excluded: frozenset[str]
+    source_packages: tuple[str, ...]
+    default_tag: str
+    wheel_dir: Path
+
+    @property
+    def image_dir(self) -> Path:
+        """``images/<name>``: the Dockerfile and the committed lock files."""
+        return IMAGES_DIR / self.name
+
+    def lock_path(self, arch: str) -> Path:
+        """The per-architecture lock file, committed next to the Dockerfile."""
+        return self.image_dir / f"requirements-{arch}.lock"
+
+
+WORKER = ImageTarget(
+    name="worker", extras=("enclave",), excluded=frozenset({"httpx"}),  # never used inside
+    source_packages=("sdk", "enclave"),  # never "coordinator"
+    default_tag="sealroom-worker:latest", wheel_dir=IMAGES_DIR / "worker" / "wheels")
+COORDINATOR = ImageTarget(
+    name="coordinator", extras=("coordinator",), excluded=frozenset(),
+    source_packages=("sdk", "coordinator"),  # never "enclave"
+    default_tag="sealroom-coordinator:latest", wheel_dir=BUILD_DIR / "coordinator-wheels")
+TARGETS = {t.name: t for t in (WORKER, COORDINATOR)}
+WORKER_DIR = WORKER.image_dir
+DEFAULT_TAG = WORKER.default_tag
 
 _PLATFORMS = {
     "x86_64": ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64"),
@@ -82,18 +115,26 @@ def machine_arch(machine: str | None = None) -> str:
     return arch
 
 
-def worker_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
-    """The requirement strings the worker needs: base dependencies (minus excluded) + ``enclave``.
+def requirements_for(target: ImageTarget = WORKER,
+                     pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
+    """The requirement strings ``target`` needs: base dependencies (minus its exclusions) plus
+    its extras, read from pyproject.toml.
 
-    Raises ImageBuildError when pyproject.toml has no ``enclave`` extra.
+    Raises ImageBuildError when pyproject.toml lacks one of the extras.
     """
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     extras: dict[str, list[str]] = project.get("optional-dependencies", {})
-    if "enclave" not in extras:
-        raise ImageBuildError("pyproject.toml has no [project.optional-dependencies] enclave")
-    reqs = [r for r in project.get("dependencies", []) if _req_name(r) not in WORKER_EXCLUDED]
-    reqs += [r for r in extras["enclave"] if not _req_name(r).startswith("sealroom")]
+    reqs = [r for r in project.get("dependencies", []) if _req_name(r) not in target.excluded]
+    for extra in target.extras:
+        if extra not in extras:
+            raise ImageBuildError(f"pyproject.toml has no [project.optional-dependencies] {extra}")
+        reqs += [r for r in extras[extra] if not _req_name(r).startswith("sealroom")]
     return sorted(set(reqs), key=str.lower)
+
+
+def worker_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
+    """The worker's requirement strings (see :func:`requirements_for`)."""
+    return requirements_for(WORKER, pyproject)
 
 
 def _req_name(requirement: str) -> str:
@@ -172,18 +213,19 @@ def _pip_download(args: Sequence[str], dest: Path, arch: str) -> None:
         raise ImageBuildError(f"pip download failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
 
 
-def prepare_wheels(wheel_dir: Path = WORKER_DIR / "wheels", *, arch: str | None = None,
+def prepare_wheels(target: ImageTarget = WORKER, *, arch: str | None = None,
                    requirements: Sequence[str] | None = None, relock: bool = False,
                    log: Callable[[str], None] = print) -> Path:
-    """Make ``wheel_dir`` hold exactly the locked wheels and return the lock file's path.
+    """Make ``target.wheel_dir`` hold exactly the locked wheels; return the lock file's path.
 
     Reuses the lock when its stamp matches the requirements (fetching only wheels that are
     missing or whose hash differs, verified by pip); otherwise resolves afresh and rewrites it.
     Raises ImageBuildError when pip fails.
     """
     arch = machine_arch(arch)
-    reqs = list(requirements) if requirements is not None else worker_requirements()
-    lock_path = WORKER_DIR / f"requirements-{arch}.lock"
+    reqs = list(requirements) if requirements is not None else requirements_for(target)
+    lock_path = target.lock_path(arch)
+    wheel_dir = target.wheel_dir
     stamp = lock_stamp(reqs, arch)
     old_stamp, entries = read_lock(lock_path)
     wheel_dir.mkdir(parents=True, exist_ok=True)
@@ -218,15 +260,17 @@ def prepare_wheels(wheel_dir: Path = WORKER_DIR / "wheels", *, arch: str | None 
     return lock_path
 
 
-def assemble_context(lock_path: Path, wheel_dir: Path,
-                     out_dir: Path = REPO_ROOT / "images" / ".build" / "worker") -> Path:
+def assemble_context(lock_path: Path, target: ImageTarget = WORKER,
+                     out_dir: Path | None = None) -> Path:
     """Lay out the build context: Dockerfile, lock, wheels (hard links when possible), sources.
 
-    Only the packages in WORKER_SOURCE_PACKAGES are copied, without caches or tests.
+    Only ``target.source_packages`` are copied (without bytecode caches), from the working tree.
     """
+    out_dir = out_dir or BUILD_DIR / target.name
+    wheel_dir = target.wheel_dir
     shutil.rmtree(out_dir, ignore_errors=True)
     (out_dir / "wheels").mkdir(parents=True)
-    shutil.copy2(WORKER_DIR / "Dockerfile", out_dir / "Dockerfile")
+    shutil.copy2(target.image_dir / "Dockerfile", out_dir / "Dockerfile")
     shutil.copy2(lock_path, out_dir / "requirements.lock")
     for _, entries in [read_lock(lock_path)]:
         for e in entries:
@@ -235,8 +279,8 @@ def assemble_context(lock_path: Path, wheel_dir: Path,
                 os.link(src, dst)
             except OSError:
                 shutil.copy2(src, dst)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests", ".mypy_cache")
-    for package in WORKER_SOURCE_PACKAGES:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in target.source_packages:
         shutil.copytree(REPO_ROOT / package, out_dir / "src" / package, ignore=ignore)
     return out_dir
 
@@ -258,7 +302,7 @@ def docker_build(context: Path, *, base: str, tag: str, client: Any = None,
         if "stream" in chunk:
             text = str(chunk["stream"]).rstrip()
             if text:
-                tail = (tail + [text])[-40:]
+                tail = [*tail, text][-40:]
                 log(text)
         if "aux" in chunk and "ID" in chunk["aux"]:
             image_id = str(chunk["aux"]["ID"])
@@ -270,41 +314,52 @@ def docker_build(context: Path, *, base: str, tag: str, client: Any = None,
     return image_id
 
 
+def build_image(target: ImageTarget = WORKER, *, base: str = OFFLINE_BASE,
+                tag: str | None = None, arch: str | None = None, relock: bool = False,
+                client: Any = None, log: Callable[[str], None] = print) -> str:
+    """Prepare wheels, assemble the context and build ``target``; return the image id.
+
+    For the worker, the id is its measurement. Raises ImageBuildError on any failing step.
+    """
+    lock_path = prepare_wheels(target, arch=arch, relock=relock, log=log)
+    context = assemble_context(lock_path, target)
+    return docker_build(context, base=base, tag=tag or target.default_tag, client=client,
+                        log=log)
+
+
 def build_worker_image(*, base: str = OFFLINE_BASE, tag: str = DEFAULT_TAG,
                        arch: str | None = None, relock: bool = False, client: Any = None,
                        log: Callable[[str], None] = print) -> str:
-    """Prepare wheels, assemble the context and build the image; return its id (the measurement).
-
-    Raises ImageBuildError on any failing step.
-    """
-    wheel_dir = WORKER_DIR / "wheels"
-    lock_path = prepare_wheels(wheel_dir, arch=arch, relock=relock, log=log)
-    context = assemble_context(lock_path, wheel_dir)
-    return docker_build(context, base=base, tag=tag, client=client, log=log)
+    """Build the worker image and return its id, the measurement (see :func:`build_image`)."""
+    return build_image(WORKER, base=base, tag=tag, arch=arch, relock=relock, client=client,
+                       log=log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry: ``build`` (prints the image id on stdout) or ``lock``."""
     parser = argparse.ArgumentParser(prog="python -m coordinator.images",
-                                     description="Build the sealroom worker image offline.")
+                                     description="Build sealroom images offline.")
     sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="download/verify wheels and build the worker image")
-    build.add_argument("--base", default=os.environ.get("SEALROOM_WORKER_BASE", OFFLINE_BASE),
+    build = sub.add_parser("build", help="download/verify wheels and build an image")
+    build.add_argument("--target", choices=sorted(TARGETS), default="worker")
+    build.add_argument("--base", default=os.environ.get("SEALROOM_IMAGE_BASE", OFFLINE_BASE),
                        help=f"base image (default {OFFLINE_BASE}; python:3.11-slim with a registry)")
-    build.add_argument("--tag", default=DEFAULT_TAG)
+    build.add_argument("--tag", default=None, help="image tag (default per target)")
     build.add_argument("--relock", action="store_true", help="resolve dependencies afresh")
     lock = sub.add_parser("lock", help="only download the wheels and write the lock")
+    lock.add_argument("--target", choices=sorted(TARGETS), default="worker")
     lock.add_argument("--relock", action="store_true")
     args = parser.parse_args(argv)
+    target = TARGETS[args.target]
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     try:
         if args.command == "lock":
-            print(prepare_wheels(relock=args.relock, log=log))
+            print(prepare_wheels(target, relock=args.relock, log=log))
         else:
-            print(build_worker_image(base=args.base, tag=args.tag, relock=args.relock, log=log))
+            print(build_image(target, base=args.base, tag=args.tag, relock=args.relock, log=log))
     except ImageBuildError as exc:
         log(f"error: {exc}")
         return 1

@@ -114,17 +114,30 @@ def prepare_job_dir(job_dir: Path) -> Path:
     return path
 
 
+def _secret_modes(uid: int | None, gid: int | None) -> tuple[tuple[int, int] | None, int, int]:
+    """(owner to chown to or None, file mode, directory mode) for handing secrets to uid/gid."""
+    if uid is None:  # the worker is this process's own user (process launcher)
+        return None, 0o400, 0o700
+    if os.geteuid() == 0:
+        return (uid, -1 if gid is None else gid), 0o400, 0o500
+    if gid is not None and gid in os.getgroups():
+        return (-1, gid), 0o440, 0o750
+    return None, 0o444, 0o755
+
+
 def write_secrets(job_dir: Path, secrets: Mapping[str, bytes], *, uid: int | None = WORKER_UID,
                   gid: int | None = WORKER_GID) -> None:
-    """Write each secret as ``job_dir/secrets/<name>``, readable by the worker user only.
+    """Write each secret as ``job_dir/secrets/<name>``, readable by the worker user.
 
-    When the coordinator runs as root the files (and the directory) are given to ``uid``/``gid``
-    with mode 0400 (0500 for the directory); otherwise they stay the coordinator's and must be
-    world-readable (0444) for the worker user to read them through the bind mount.
+    As root, files and directory are given to ``uid``/``gid`` (0400, directory 0500). A
+    non-root coordinator that is a member of group ``gid`` gives them to that group (0440,
+    0750). Otherwise (no uid: the worker is this user; or no way to hand over ownership) the
+    files are 0400 for this user, or, as a last resort, world-readable (0444) — deployments
+    should avoid that case (see docs/operators.md).
     Raises JobDirError for a name that is not a plain file name.
     """
     secrets_dir = job_dir / SECRETS_DIRNAME
-    owner = (uid, -1 if gid is None else gid) if uid is not None and os.geteuid() == 0 else None
+    owner, file_mode, dir_mode = _secret_modes(uid, gid)
     for name, data in secrets.items():
         if not _SECRET_NAME.match(name):
             raise JobDirError("secret names must be plain file names")
@@ -136,11 +149,11 @@ def write_secrets(job_dir: Path, secrets: Mapping[str, bytes], *, uid: int | Non
             os.close(fd)
         if owner is not None:
             os.chown(target, *owner)
-        elif uid is not None:
-            os.chmod(target, 0o444)
-    if owner is not None and secrets:
-        os.chown(secrets_dir, *owner)
-        os.chmod(secrets_dir, 0o500)
+        os.chmod(target, file_mode)
+    if secrets:
+        if owner is not None:
+            os.chown(secrets_dir, *owner)
+        os.chmod(secrets_dir, dir_mode)
 
 
 def remove_secrets(job_dir: Path) -> None:
