@@ -156,7 +156,7 @@ def _run_python(source: str, params: Any, metas: Sequence[dict[str, Any]],
     return _encode(table.schema, table.to_batches(), limits)
 
 
-def _run_sql(sql: str, metas: Sequence[dict[str, Any]],
+def _run_sql(sql: str, params: Any, metas: Sequence[dict[str, Any]],
              limits: RunnerLimits) -> tuple[pa.Buffer, int]:
     import duckdb
 
@@ -175,7 +175,7 @@ def _run_sql(sql: str, metas: Sequence[dict[str, Any]],
             con.register(name, table)
         except (MemoryError, duckdb.OutOfMemoryException):
             raise RunnerError(E_RESOURCE, "memory limit exceeded") from None
-    relation = bind_sql(con, sql)
+    relation = bind_sql(con, sql, params if isinstance(params, dict) else {})
     try:
         reader = execute(relation)
         return _encode(reader.schema, reader, limits)
@@ -202,7 +202,7 @@ def serve(limits: RunnerLimits) -> tuple[pa.Buffer, int]:
     _check_request(request)
     if request["kind"] == "python":
         return _run_python(request["code"], request.get("params"), request["tables"], limits)
-    return _run_sql(request["code"], request["tables"], limits)
+    return _run_sql(request["code"], request.get("params"), request["tables"], limits)
 
 
 def main(argv: Sequence[str]) -> NoReturn:

@@ -70,15 +70,13 @@ def open_connection(tables: Mapping[str, pa.Table],
     return con
 
 
-def _function_names(node: Any) -> Iterator[str]:
-    """Every ``function_name`` in a ``json_serialize_sql`` tree."""
+def _objects(node: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in a ``json_serialize_sql`` tree (iteratively)."""
     stack = [node]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            name = item.get("function_name")
-            if isinstance(name, str):
-                yield name.lower()
+            yield item
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
@@ -102,10 +100,11 @@ def _bind_error(exc: BaseException) -> RunnerError:
     return RunnerError(E_QUERY_REJECTED, type(exc).__name__)
 
 
-def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> frozenset[str]:
     """Admit one SELECT statement without denied functions; else ``E_QUERY_REJECTED``.
 
-    Messages quote DuckDB's parser, which sees the code only.
+    Returns the names of the ``$name`` parameters the statement uses (positional ``?``
+    parameters are refused). Messages quote DuckDB's parser, which sees the code only.
     """
     try:
         statements = duckdb.extract_statements(sql)
@@ -127,20 +126,35 @@ def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     if tree.get("error"):
         raise RunnerError(E_QUERY_REJECTED, "SQL could not be analysed: "
                           f"{str(tree.get('error_message', ''))[:MAX_MESSAGE]}")
-    for name in _function_names(tree):
-        if name in _DENIED_FUNCTIONS or name.startswith(_DENIED_PREFIXES):
-            raise RunnerError(E_QUERY_REJECTED, f"function {name!r} is not allowed in queries")
+    parameters: set[str] = set()
+    for node in _objects(tree):
+        name = node.get("function_name")
+        if isinstance(name, str):
+            name = name.lower()
+            if name in _DENIED_FUNCTIONS or name.startswith(_DENIED_PREFIXES):
+                raise RunnerError(E_QUERY_REJECTED, f"function {name!r} is not allowed in queries")
+        if node.get("class") == "PARAMETER":
+            ident = str(node.get("identifier", ""))
+            if not ident.isidentifier():
+                raise RunnerError(E_QUERY_REJECTED, "use named $parameters, not ? or $1")
+            parameters.add(ident)
+    return frozenset(parameters)
 
 
-def bind_sql(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelation:
-    """Check and bind ``sql``; return the (not yet executed) relation.
+def bind_sql(con: duckdb.DuckDBPyConnection, sql: str,
+             params: Mapping[str, Any]) -> duckdb.DuckDBPyRelation:
+    """Check and bind ``sql`` with the bundle's ``params`` (as ``$name``); return the relation.
 
     Raises ``RunnerError(E_QUERY_REJECTED)`` for policy, parse, catalog and binder errors (their
-    messages describe the code and the schema, not the data).
+    messages describe the code and the schema, not the data) and for a ``$name`` missing from
+    ``params``; ``E_RESOURCE`` when binding runs out of memory.
     """
-    check_sql(con, sql)
+    used = check_sql(con, sql)
+    missing = sorted(used - set(params))
+    if missing:
+        raise RunnerError(E_QUERY_REJECTED, f"parameter ${missing[0]} is not in the params")
     try:
-        relation = con.sql(sql)
+        relation = con.sql(sql, params={k: params[k] for k in used} or None)
     except duckdb.Error as exc:
         raise _bind_error(exc) from None
     if relation is None:  # pragma: no cover - check_sql admitted a SELECT

@@ -80,6 +80,17 @@ def test_sql_join_returns_the_right_rows(tables: dict[str, bytes]) -> None:
     assert sorted(result.to_pylist(), key=lambda r: (r["id"], r["score"])) == expected_join()
 
 
+def test_sql_named_params(tables: dict[str, bytes]) -> None:
+    sql = JOIN_SQL.replace("p.age >= 30", "p.age >= $min_age").replace(
+        "p.country IN ('FR', 'DE')", "list_contains($countries, p.country)")
+    params = {"min_age": 30, "countries": ["FR", "DE"], "unused": 1}
+    result = run_query("sql", sql, tables, params, LIMITS)
+    assert sorted(result.to_pylist(), key=lambda r: (r["id"], r["score"])) == expected_join()
+    assert outcome("sql", sql, tables, {"min_age": 30}) == (
+        REJECTED, "parameter $countries is not in the params")
+    assert outcome("sql", "SELECT ? AS x", tables, {"x": 1})[0] == REJECTED
+
+
 def expected_join() -> list[dict[str, object]]:
     from tests.runner.conftest import orders_table
 
