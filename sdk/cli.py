@@ -1,6 +1,129 @@
-"""The sealroom command (placeholder until the CLI lands)."""
+"""The ``sealroom`` command: one entry point for parties, auditors and operators.
+
+Parties: ``keys``, ``room``, ``data``, ``bundle``, ``run``, ``result``, ``feedback``.
+Auditors: ``receipt verify`` (offline), ``log verify``.
+Operators: ``coordinator serve``, ``worker build``, ``worker provision``, ``demo`` — implemented
+in ``coordinator.cli_ops`` and imported only when used (ADR 0002), so a party's install stays
+light; without the coordinator extra they fail with one ``E_CONFIG`` line.
+
+Promises: exit code 0 on success, otherwise the ``exit_code`` of the error's class
+(``sdk.errors``); an error is reported as one line from ``diagnostics()`` on stderr; a
+traceback only with ``--debug``. Results go to stdout, progress and warnings to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from sdk.cli_common import ENV_COORDINATOR, ENV_HOME, Context
+from sdk.cli_home import Home
+from sdk.errors import ConfigError, SealroomError
+
+OPS_COMMANDS = {
+    "coordinator": "run the coordinator service (operators)",
+    "worker": "build the worker image, provision worker keys (operators)",
+    "demo": "a complete two-party study on this machine",
+}
+INTERRUPTED = 130
 
 
-def main() -> int:
-    """Entry point of the sealroom command."""
-    return 0
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Options accepted before or after the command (after it, they override)."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--home", default=default(None), help=f"state folder (${ENV_HOME}, ~/.sealroom)")
+    parser.add_argument("--coordinator", default=default(None), help=f"coordinator URL (${ENV_COORDINATOR})")
+    parser.add_argument("--key", default=default(None), help="party key file ($SEALROOM_KEY)")
+    parser.add_argument("--as", dest="party", default=default(None), help="use HOME/keys/NAME.key")
+    parser.add_argument("--room", default=default(None), help="room id ($SEALROOM_ROOM)")
+    parser.add_argument("--debug", action="store_true", default=default(False), help="tracebacks")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The argument parser of every command, and the parent parser of shared options."""
+    from sdk import cli_audit, cli_bundle, cli_data, cli_keys, cli_room, cli_run
+
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+    parser = argparse.ArgumentParser(
+        prog="sealroom",
+        description="sealroom: a confidential data clean room with verifiable receipts.",
+    )
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cli_keys.register(sub, common)
+    cli_room.register(sub, common)
+    cli_data.register(sub, common)
+    cli_bundle.register(sub, common)
+    cli_run.register(sub, common)
+    cli_audit.register(sub, common)
+    for name, text in OPS_COMMANDS.items():
+        ops = sub.add_parser(name, help=text, add_help=False)
+        ops.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser, common
+
+
+def _ops(ctx: Context, command: str, rest: list[str]) -> int:
+    try:
+        module = importlib.import_module("coordinator.cli_ops")
+    except ImportError as exc:
+        raise ConfigError(
+            f"`sealroom {command}` needs the coordinator extra: "
+            "pip install 'sealroom[coordinator,enclave]'"
+        ) from exc
+    result: int = module.main(command, rest, ctx)
+    return result
+
+
+def make_context(args: argparse.Namespace) -> Context:
+    """The context of one invocation from parsed arguments and the environment."""
+    home = args.home or os.environ.get(ENV_HOME) or str(Path.home() / ".sealroom")
+    return Context(
+        home=Home(Path(home)),
+        coordinator=args.coordinator,
+        key_path=args.key,
+        party=args.party,
+        room=args.room,
+        debug=bool(args.debug),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``sealroom`` command; returns its exit code."""
+    parser, _ = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    ctx = make_context(args)
+    try:
+        if args.command in OPS_COMMANDS:
+            return _ops(ctx, args.command, list(args.rest))
+        code: int = args.handler(ctx, args)
+        return code
+    except SealroomError as exc:
+        if ctx.debug:
+            traceback.print_exc(file=ctx.err)
+        ctx.note(f"error: {exc.diagnostics()}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        ctx.note("interrupted")
+        return INTERRUPTED
+    except Exception as exc:  # an unexpected failure still ends in one line
+        if ctx.debug:
+            traceback.print_exc(file=ctx.err)
+        name = type(exc).__name__
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        ctx.note(f"error: E_INTERNAL: {name}{': ' + detail if detail else ''} (rerun with --debug)")
+        return 1
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Auditor commands: ``receipt verify`` (offline) and ``log verify``.
+
+* ``receipt verify RECEIPT --manifest M [--output FILE]`` needs no coordinator and no data:
+  the manifest must be signed by every party it lists, and the receipt file must verify as
+  described in :mod:`sdk.cli_receipt`. ``--output`` checks a sealed output or a decrypted
+  result document against the digests the receipt signs.
+* ``log verify`` fetches every log entry, verifies each signature against the attested
+  workers, that the entries are exactly the newest checkpoint's tree, that this tree extends
+  the last checkpoint this machine stored for the room (a rollback or a fork is reported as
+  such, exit code of ``E_LOG``), and that every receipt of the room is included in the log;
+  then it stores the new checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sdk.cli_common import Context, read_json_file, short
+from sdk.cli_receipt import ReceiptFile, match_output, verify_receipt_file
+from sdk.cli_run import receipt_file_for
+from sdk.cli_state import fetch_log, fetch_workers, load_room, utcnow
+from sdk.errors import InputError, LogError
+from sdk.protocol.verify import verify_manifest
+
+
+def cmd_receipt_verify(ctx: Context, args: argparse.Namespace) -> int:
+    """Verify a receipt file offline against a manifest file."""
+    from sdk.cli_common import read_envelope_file
+
+    manifest_env = read_envelope_file(args.manifest, "manifest")
+    manifest = verify_manifest(manifest_env, now=utcnow())
+    rfile = ReceiptFile.from_dict(read_json_file(args.receipt, "receipt file"))
+    extra = []
+    for path in args.output or []:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"output file {p} does not exist")
+        extra.append(p.read_bytes())
+    verified = verify_receipt_file(rfile, manifest, manifest_env.digest(), extra_outputs=extra)
+    r = verified.receipt
+    ctx.say(f"receipt of run {r.run_id} in room {r.room_id}: VALID")
+    ctx.say(f"  manifest    {manifest_env.digest()} (signed by all {len(manifest.parties)} parties)")
+    ctx.say(f"  status      {r.status}" + (f" ({r.error_code})" if r.error_code else ""))
+    ctx.say(f"  bundle      {r.bundle_digest}")
+    ctx.say(f"  approvals   {len(r.approval_digests)}; inputs {len(r.input_digests)}")
+    ctx.say(
+        f"  worker      {short(r.attestation_digest)}: {r.attestation} attestation, isolation "
+        f"{r.isolation}, image {verified.attestation.measurement.image_id[:19]}"
+    )
+    if r.attestation == "simulated":
+        ctx.say("              (simulated: the operator's platform key vouches for the worker)")
+    if r.isolation == "none":
+        ctx.say("              (UNISOLATED development worker: no container boundary)")
+    ctx.say(
+        f"  log         entry {r.log_index} included under checkpoint "
+        f"{r.checkpoint.tree_size}/{short(r.checkpoint.root_hash)}"
+    )
+    if r.privacy is not None:
+        pr = r.privacy
+        ctx.say(
+            f"  privacy     {pr.mode}, min group {pr.min_group_size}, {pr.suppressed_groups} "
+            f"suppressed, epsilon {pr.epsilon_charged} charged; left "
+            + ", ".join(f"{k} {v}" for k, v in sorted(pr.budget_left.items()))
+        )
+    for o in r.outputs:
+        have = "sealed copy verified" if o.recipient in rfile.outputs else "digest only"
+        ctx.say(f"  output      {o.recipient}: {o.rows} rows, {have}")
+    for data in extra:
+        ctx.say(f"  --output    matches the output of {match_output(r, data)}")
+    return 0
+
+
+def cmd_log_verify(ctx: Context, args: argparse.Namespace) -> int:
+    """Verify the whole room log, every receipt's inclusion, and consistency with the last
+    checkpoint this machine stored."""
+    room = load_room(ctx, args.room, args.manifest)
+    if args.manifest:
+        pinned = ctx.home.pinned_manifest(room.room_id)
+        if pinned is not None and pinned.digest() != room.digest:
+            raise InputError("the manifest given differs from the one pinned on this machine")
+    workers, rejected = fetch_workers(ctx, room)
+    log = fetch_log(ctx, room, workers)
+    size = 0 if log.checkpoint is None else log.checkpoint.tree_size
+    kinds = Counter(e.kind for e in log.entries)
+    results = [e for e in log.entries if e.kind in ("run_finished", "run_refused")]
+    client = ctx.client()
+    envelopes = [w.envelope for w in workers]
+    verified = 0
+    for entry in results:
+        receipt_env = client.receipt(room.room_id, entry.run_id)
+        rfile = receipt_file_for(ctx, room, log, receipt_env, envelopes, entry.run_id, {})
+        verify_receipt_file(rfile, room.manifest, room.digest)
+        verified += 1
+    listed = {str(r.get("run_id")) for r in client.runs(room.room_id)
+              if isinstance(r, dict) and r.get("status") in ("succeeded", "refused", "failed")
+              and r.get("has_receipt", True)}
+    missing = sorted(listed - {e.run_id for e in results})
+    if missing:
+        raise LogError(f"log: runs {', '.join(missing[:5])} have receipts but no log entry")
+    ctx.say(f"room {room.room_id}: log VERIFIED")
+    ctx.say(f"  entries     {size}, each signed by an attested worker; root "
+            f"{'-' if log.checkpoint is None else short(log.checkpoint.root_hash)}")
+    ctx.say("  kinds       " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+    ctx.say(f"  receipts    {verified} of {len(results)} verified and included")
+    if log.previous is None:
+        ctx.say("  consistency no checkpoint stored here before; this one is now stored")
+    else:
+        ctx.say(f"  consistency extends the checkpoint seen before "
+                f"({log.previous.tree_size}/{short(log.previous.root_hash)})")
+    ctx.say("  budget      " + ", ".join(
+        f"{d.name} {log.spent(d.name)}/{d.epsilon_budget}" for d in room.manifest.datasets))
+    ctx.say(f"  workers     {len(workers)} attested" + (f"; not accepted: {'; '.join(rejected)}" if rejected else ""))
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``receipt verify`` and ``log verify``."""
+    receipt = sub.add_parser("receipt", help="auditors: verify receipts offline")
+    rsub = receipt.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    rv = rsub.add_parser("verify", parents=[common], help="verify a receipt file offline")
+    rv.add_argument("receipt", help="receipt file (from `result get`)")
+    rv.add_argument("--manifest", required=True, help="the signed manifest file")
+    rv.add_argument("--output", action="append", help="a sealed output or result document")
+    rv.set_defaults(handler=cmd_receipt_verify)
+    log = sub.add_parser("log", help="auditors: verify the room log")
+    lsub = log.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    lv = lsub.add_parser("verify", parents=[common], help="entries, receipts, consistency")
+    lv.add_argument("--manifest", help="the signed manifest file (default: the pinned one)")
+    lv.set_defaults(handler=cmd_log_verify)

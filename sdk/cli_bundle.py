@@ -1,0 +1,258 @@
+"""``sealroom bundle``: write, submit, approve and revoke query bundles (DESIGN §5 step 4).
+
+* ``bundle new`` signs a bundle as this party: from a ``.py``/``.sql`` file plus an output spec
+  (JSON), or from a ready-made template (``--template overlap|incrementality|enrichment`` with
+  ``--param k=v``; the template's inputs and identifier columns are filled from the manifest).
+* ``bundle submit`` sends it to the coordinator.
+* ``bundle approve`` / ``bundle revoke`` sign this party's decision on one exact bundle digest,
+  after verifying the bundle against the pinned manifest (and, for templates, that its code and
+  output spec are exactly what the template generates).
+
+``bundle review`` lives in :mod:`sdk.cli_review`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from sdk.cli_common import Context, read_envelope_file, read_json_file, short, write_json_file
+from sdk.cli_state import PinnedRoom, load_room, utcnow
+from sdk.errors import ConfigError, InputError
+from sdk.protocol.dsse import Envelope
+from sdk.protocol.models import Bundle
+from sdk.protocol.spec import OutputSpec
+from sdk.protocol.verify import verify_bundle
+from sdk.statements import make_approval, make_bundle
+
+TEMPLATE_NAMES = ("overlap", "incrementality", "enrichment")
+# template parameter naming a dataset → the parameter naming its identifier column
+TEMPLATE_DATASET_PARAMS = {
+    "left": "left_id",
+    "right": "right_id",
+    "exposure": "exposure_id",
+    "conversions": "conversion_id",
+    "accounts": "accounts_id",
+    "attributes": "attributes_id",
+}
+_DECIMAL_PARAM = re.compile(r"(epsilon|delta|lower|upper)")
+
+
+def templates_module() -> Any:
+    """The template library (shipped with the enclave package, imported only when used)."""
+    try:
+        return importlib.import_module("enclave.privacy.templates")
+    except ImportError as exc:
+        raise ConfigError(
+            "templates need the enclave extra: pip install 'sealroom[enclave]'"
+        ) from exc
+
+
+def build_template(name: str, params: dict[str, Any]) -> tuple[str, str, OutputSpec]:
+    """(kind, code, output spec) that template ``name`` generates from ``params``."""
+    module = templates_module()
+    builder = getattr(module, "build_template", None) or module.build
+    built = builder(name, params)
+    return str(built.kind), str(built.code), built.output
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``k=v`` pairs: integers for whole numbers (except epsilon/delta/bounds, kept as decimal
+    strings), lists for comma-separated ``[a,b]`` or JSON after ``k:=``."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        if ":=" in pair:
+            key, raw = pair.split(":=", 1)
+            try:
+                params[key] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"--param {key}: invalid JSON") from exc
+            continue
+        if "=" not in pair:
+            raise InputError(f"--param {pair!r}: expected KEY=VALUE")
+        key, value = pair.split("=", 1)
+        if value.startswith("[") and value.endswith("]"):
+            params[key] = [v.strip() for v in value[1:-1].split(",") if v.strip()]
+        elif value.isdigit() and not _DECIMAL_PARAM.search(key):
+            params[key] = int(value)
+        elif value in ("true", "false"):
+            params[key] = value == "true"
+        else:
+            params[key] = value
+    return params
+
+
+def _template_inputs(room: PinnedRoom, params: dict[str, Any]) -> list[str]:
+    inputs: list[str] = []
+    for key, id_key in TEMPLATE_DATASET_PARAMS.items():
+        name = params.get(key)
+        if isinstance(name, str):
+            dataset = room.manifest.dataset(name)
+            params.setdefault(id_key, dataset.id_column)
+            inputs.append(name)
+    return inputs
+
+
+def _inputs(specs: list[str]) -> list[str | tuple[str, int]]:
+    out: list[str | tuple[str, int]] = []
+    for spec in specs:
+        if "@" in spec:
+            name, version = spec.split("@", 1)
+            if not version.isdigit():
+                raise InputError(f"--input {spec}: expected DATASET@VERSION")
+            out.append((name, int(version)))
+        else:
+            out.append(spec)
+    return out
+
+
+def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
+    """Write a signed bundle file."""
+    room = load_room(ctx, args.room)
+    key = ctx.key()
+    params = parse_params(args.param or [])
+    template: str | None = None
+    if args.template:
+        if args.code or args.output_spec:
+            raise InputError("--template replaces --code and --output-spec")
+        inputs: list[str | tuple[str, int]] = list(_template_inputs(room, params))
+        if args.input:
+            inputs = _inputs(args.input)
+        template = args.template
+        kind, code, output = build_template(args.template, params)
+        kind = "template"
+    else:
+        if not args.code or not args.output_spec or not args.input:
+            raise InputError("give --code FILE, --output-spec FILE and --input DATASET")
+        path = Path(args.code)
+        kind = {".py": "python", ".sql": "sql"}.get(path.suffix.lower(), "")
+        if not kind:
+            raise InputError("--code must be a .py or .sql file")
+        code = path.read_text(encoding="utf-8")
+        output = OutputSpec.from_dict(read_json_file(args.output_spec, "output spec"))
+        inputs = _inputs(args.input)
+    recipients = args.recipient or [key.name]
+    envelope = make_bundle(
+        key,
+        room.manifest,
+        room.digest,
+        sequence=args.sequence or int(time.time()),
+        title=args.title or (f"{template} template" if template else Path(args.code).stem),
+        purpose=args.purpose or "",
+        kind=kind,
+        code=code,
+        output=output,
+        inputs=inputs,
+        recipients=recipients,
+        params=params,
+        template=template,
+        max_runs=args.max_runs,
+        valid_days=args.valid_days,
+    )
+    verify_bundle(envelope, room.manifest, room.digest, now=utcnow())
+    out = Path(args.out) if args.out else Path(f"bundle-{short(envelope.digest())}.json")
+    write_json_file(out, envelope.to_dict())
+    ctx.say(f"bundle {envelope.digest()}")
+    ctx.say(f"wrote {out}; next: sealroom bundle submit {out}")
+    return 0
+
+
+def load_bundle(ctx: Context, room: PinnedRoom, ref: str) -> tuple[Envelope, Bundle]:
+    """A bundle by file or by digest (fetched from the coordinator), verified against the
+    pinned manifest; template bundles must match what their template generates."""
+    if Path(ref).is_file():
+        envelope = read_envelope_file(ref, "bundle")
+    elif re.fullmatch(r"[0-9a-f]{6,64}", ref):
+        envelope = ctx.client().bundle(room.room_id, ref)
+    else:
+        raise InputError(f"{ref!r} is neither a bundle file nor a bundle digest")
+    bundle = verify_bundle(envelope, room.manifest, room.digest, now=utcnow())
+    if bundle.template is not None:
+        _kind, code, output = build_template(bundle.template, dict(bundle.params))
+        if code != bundle.code or output != bundle.output:
+            raise InputError(
+                f"bundle: code or output spec differ from what template {bundle.template!r} "
+                "generates from its parameters"
+            )
+    return envelope, bundle
+
+
+def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
+    """Send a bundle to the coordinator."""
+    room = load_room(ctx, args.room)
+    envelope, bundle = load_bundle(ctx, room, args.bundle)
+    ctx.client().submit_bundle(room.room_id, envelope)
+    ctx.say(f"submitted bundle {envelope.digest()} ({bundle.title})")
+    ctx.say(f"every party reviews it: sealroom bundle review {short(envelope.digest())}")
+    return 0
+
+
+def _decide(ctx: Context, args: argparse.Namespace, decision: str) -> int:
+    room = load_room(ctx, args.room)
+    envelope, bundle = load_bundle(ctx, room, args.bundle)
+    key = ctx.key()
+    if room.manifest.party(key.name).identity.signing_key != key.signer.public_key:
+        raise ConfigError(f"this key is not the key the manifest lists for {key.name}")
+    approval = make_approval(
+        key,
+        room.manifest,
+        room.digest,
+        envelope.digest(),
+        decision=decision,
+        reason=args.reason or "",
+        valid_days=args.valid_days,
+    )
+    ctx.client().submit_approval(room.room_id, approval)
+    verb = "approved" if decision == "approve" else "revoked"
+    ctx.say(f"{key.name} {verb} bundle {short(envelope.digest())} ({bundle.title})")
+    return 0
+
+
+def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
+    """Sign and send this party's approval of one exact bundle digest."""
+    return _decide(ctx, args, "approve")
+
+
+def cmd_revoke(ctx: Context, args: argparse.Namespace) -> int:
+    """Sign and send this party's revocation: the bundle will not run again."""
+    return _decide(ctx, args, "revoke")
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``bundle`` commands (``review`` is added by :mod:`sdk.cli_review`)."""
+    from sdk import cli_review
+
+    bundle = sub.add_parser("bundle", help="query bundles: write, review, approve")
+    bsub = bundle.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    new = bsub.add_parser("new", parents=[common], help="write and sign a bundle")
+    new.add_argument("--code", help="a .py or .sql file")
+    new.add_argument("--output-spec", help="the output spec (JSON)")
+    new.add_argument("--template", choices=TEMPLATE_NAMES)
+    new.add_argument("--param", action="append", help="template parameter KEY=VALUE")
+    new.add_argument("--input", action="append", help="DATASET or DATASET@VERSION")
+    new.add_argument("--recipient", action="append", help="a party that gets the output")
+    new.add_argument("--title")
+    new.add_argument("--purpose")
+    new.add_argument("--max-runs", type=int)
+    new.add_argument("--sequence", type=int)
+    new.add_argument("--valid-days", type=int, default=30)
+    new.add_argument("-o", "--out", help="bundle file (default bundle-DIGEST.json)")
+    new.set_defaults(handler=cmd_new)
+    submit = bsub.add_parser("submit", parents=[common], help="send a bundle to the coordinator")
+    submit.add_argument("bundle", help="bundle file or digest")
+    submit.set_defaults(handler=cmd_submit)
+    cli_review.register(bsub, common)
+    for name, handler, text in (
+        ("approve", cmd_approve, "approve one exact bundle digest"),
+        ("revoke", cmd_revoke, "revoke this party's approval"),
+    ):
+        p = bsub.add_parser(name, parents=[common], help=text)
+        p.add_argument("bundle", help="bundle file or digest")
+        p.add_argument("--reason")
+        p.add_argument("--valid-days", type=int, default=30)
+        p.set_defaults(handler=handler)
