@@ -104,8 +104,13 @@ class _Child:
         self._stderr = bytearray()
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        """SIGKILL the child's process group, unless the child is already reaped.
+
+        An unreaped child (even a zombie) keeps its pid, so the group id cannot be reused.
+        """
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def feed(self, header: bytes, tables: list[memoryview]) -> None:
         stdin = self.proc.stdin
@@ -150,6 +155,7 @@ class _Child:
                 self.kill()
         except (ProtocolError, ValueError, UnicodeDecodeError, OSError):
             self.protocol_error = True
+            self.kill()  # do not wait for the deadline on a child that misbehaves
         finally:
             with contextlib.suppress(OSError):
                 stdout.close()

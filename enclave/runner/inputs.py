@@ -19,7 +19,7 @@ def decode_parquet(name: str, buf: pa.Buffer, limits: RunnerLimits) -> pa.Table:
 
     Raises ``RunnerError``: ``E_INPUT`` when the bytes are not Parquet or exceed
     ``max_input_rows``, ``max_input_columns`` or (declared uncompressed size) ``memory_bytes``;
-    ``E_RESOURCE`` when decoding runs out of memory.
+    ``E_RESOURCE`` when decoding runs out of memory. Column names must be unique.
     """
     try:
         parquet = pq.ParquetFile(pa.BufferReader(buf))
@@ -48,4 +48,6 @@ def decode_parquet(name: str, buf: pa.Buffer, limits: RunnerLimits) -> pa.Table:
         raise RunnerError(E_INPUT, f"table {name!r} could not be decoded") from None
     if table.num_rows != meta.num_rows:
         raise RunnerError(E_INPUT, f"table {name!r} does not match its footer")
+    if len(set(table.column_names)) != table.num_columns:
+        raise RunnerError(E_INPUT, f"table {name!r} has duplicate column names")
     return table.replace_schema_metadata(None)

@@ -150,6 +150,11 @@ def test_t30_truncated_parquet() -> None:
     assert _input_outcome(data[: len(data) // 2])[0] == INPUT
 
 
+def test_t30_duplicate_column_names() -> None:
+    data = parquet_bytes(pa.table([pa.array([1]), pa.array([2])], names=["x", "x"]))
+    assert _input_outcome(data)[0] == INPUT
+
+
 def test_t30_dictionary_bomb_is_stopped_by_the_memory_limit() -> None:
     """A few KiB that decode to 800 MB: the footer looks harmless, RLIMIT_AS stops it."""
     indices = pa.array([0] * 2_000_000, pa.int32())
