@@ -114,17 +114,39 @@ def _check_measure_type(table: pa.Table, column: str) -> None:
         raise PrivacyError(f"measure column {column!r} is not numeric")
 
 
-def _multi_row_hashes(con: duckdb.DuckDBPyConnection, unit: str) -> pa.Table | None:
-    """Hashes of the unit column seen more than once (None when every unit has one row)."""
-    got = con.sql(f"SELECT hash({quote(unit)}) AS h FROM t WHERE {quote(unit)} IS NOT NULL")  # noqa: S608
-    hashes = got.fetchnumpy()["h"]
+def _native_groupable(t: pa.DataType) -> bool:
+    """Types whose cast to VARCHAR is injective, so grouping before the cast is the same as
+    grouping after it (and cheaper); other types are cast row by row first."""
+    return bool(
+        pa.types.is_integer(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_date(t)
+        or pa.types.is_decimal(t)
+    )
+
+
+def _multi_row_buckets(con: duckdb.DuckDBPyConnection, unit: str) -> pa.Table | None:
+    """32-bit hash buckets of the unit column holding more than one row (None if none).
+
+    Every unit with several rows falls in such a bucket (equal values hash alike); a bucket may
+    also hold distinct single-row units that collide, which only sends them through the exact
+    bounding path for nothing.
+    """
+    got = con.sql(f"SELECT {_bucket(unit)} AS h FROM t WHERE {quote(unit)} IS NOT NULL")  # noqa: S608
+    hashes = got.to_arrow_table().column("h").to_numpy()
     if len(hashes) < 2:
         return None
-    ordered = np.sort(np.asarray(hashes, dtype=np.uint64))
+    ordered = np.sort(hashes)
     repeated = ordered[1:][ordered[1:] == ordered[:-1]]
     if repeated.size == 0:
         return None
-    return pa.table({"h": pa.array(np.unique(repeated), type=pa.uint64())})
+    return pa.table({"h": pa.array(np.unique(repeated), type=pa.uint32())})
+
+
+def _bucket(unit: str) -> str:
+    return f"CAST(hash({quote(unit)}) & 4294967295 AS UINTEGER)"
 
 
 def exact_aggregate(
@@ -142,6 +164,10 @@ def exact_aggregate(
     Groups whose value in a column with a declared domain is outside that domain (or null) are
     dropped. Raises ``PrivacyError`` for a non-numeric measure column and ``ResourceError`` when
     more than ``max_exact_groups`` groups remain.
+
+    Method: one aggregate over all rows as if every unit had one row, corrected for the units
+    that have several: their rows' raw counts and sums are subtracted and their bounded,
+    per-(unit, group) deduplicated counts and sums added back. All in exact integers.
     """
     for column, _ in measures:
         _check_measure_type(table, column)
@@ -150,10 +176,10 @@ def exact_aggregate(
         con.register("t", table)
         gs = [f"g{i}" for i in range(len(group_columns))]
         ms = [f"m{i}" for i in range(len(measures))]
-        select = [f"{quote(unit)} AS u", f"hash({quote(unit)}) AS h"]
-        select += [
-            f"CAST({quote(c)} AS VARCHAR) AS {g}" for c, g in zip(group_columns, gs, strict=True)
-        ]
+        select = [f"{quote(unit)} AS u", f"{_bucket(unit)} AS h"]
+        for c, g in zip(group_columns, gs, strict=True):
+            native = _native_groupable(table.schema.field(c).type)
+            select.append(f"{quote(c)} AS {g}" if native else f"CAST({quote(c)} AS VARCHAR) AS {g}")
         select += [fp.sql(c) + f" AS {m}" for (c, fp), m in zip(measures, ms, strict=True)]
         con.sql(
             f"CREATE TEMP VIEW src AS SELECT {', '.join(select)} FROM t "  # noqa: S608
@@ -162,32 +188,37 @@ def exact_aggregate(
         group_by = f"GROUP BY {', '.join(gs)}" if gs else ""
         gsel = "".join(f"{g}, " for g in gs)
         sums = ", ".join(["count(*) AS n", *[f"sum({m}) AS s{i}" for i, m in enumerate(ms)]])
-        dups = _multi_row_hashes(con, unit)
-        if dups is None:
+        neg = ", ".join(["-count(*) AS n", *[f"-sum({m}) AS s{i}" for i, m in enumerate(ms)]])
+        buckets = _multi_row_buckets(con, unit)
+        if buckets is None:
             body = f"SELECT {gsel}{sums} FROM src {group_by}"  # noqa: S608
         else:
-            con.register("dups", dups)
+            con.register("buckets", buckets)
             order = ", ".join([*gs, *ms]) or "h"
             pair_sums = ", ".join(f"sum({m}) AS {m}" for m in ms)
             pair_select = ", ".join(["u", *gs, *([pair_sums] if ms else [])])
-            outer = ", ".join(["sum(n) AS n", *[f"sum(s{i}) AS s{i}" for i in range(len(ms))]])
             body = f"""
-                WITH single AS (SELECT {gsel}{sums} FROM src ANTI JOIN dups USING (h) {group_by}),
-                kept AS (SELECT * FROM src SEMI JOIN dups USING (h)
-                         QUALIFY row_number() OVER (
-                             PARTITION BY u ORDER BY hash({order}), {order}) <= {int(max_contributions)}),
+                WITH total AS (SELECT {gsel}{sums} FROM src {group_by}),
+                multi AS (SELECT * FROM src SEMI JOIN buckets USING (h)),
+                raw AS (SELECT {gsel}{neg} FROM multi {group_by}),
+                kept AS (SELECT * FROM multi QUALIFY row_number() OVER (
+                         PARTITION BY u ORDER BY hash({order}), {order}) <= {int(max_contributions)}),
                 pairs AS (SELECT {pair_select} FROM kept GROUP BY u{"".join(", " + g for g in gs)}),
-                multi AS (SELECT {gsel}{sums} FROM pairs {group_by}),
-                both_parts AS (SELECT * FROM single UNION ALL SELECT * FROM multi)
-                SELECT {gsel}{outer} FROM both_parts {group_by}"""  # noqa: S608
-        filters: list[str] = []
+                bounded AS (SELECT {gsel}{sums} FROM pairs {group_by}),
+                parts AS (SELECT * FROM total UNION ALL SELECT * FROM raw
+                          UNION ALL SELECT * FROM bounded)
+                SELECT {gsel}{", ".join(["sum(n) AS n", *[f"sum(s{i}) AS s{i}" for i in range(len(ms))]])}
+                FROM parts {group_by}"""  # noqa: S608
+        cast = [f"CAST({g} AS VARCHAR) AS {g}" for g in gs]
+        outer = ", ".join([*cast, "n", *[f"s{i}" for i in range(len(ms))]])
+        filters = ["n > 0"]
         params: list[list[str]] = []
         for g, domain in zip(gs, domains, strict=True):
             if domain is not None:
-                filters.append(f"list_contains(?, {g})")
+                filters.append(f"list_contains(?, CAST({g} AS VARCHAR))")
                 params.append(list(domain))
-        where = f"WHERE {' AND '.join(filters)}" if filters else ""
-        sql = f"SELECT * FROM ({body}) AS agg {where} LIMIT {int(max_exact_groups) + 1}"  # noqa: S608
+        where = " AND ".join(filters)
+        sql = f"SELECT {outer} FROM ({body}) AS agg WHERE {where} LIMIT {int(max_exact_groups) + 1}"  # noqa: S608
         rows = con.execute(sql, params).fetchall()
     finally:
         con.close()
@@ -196,9 +227,8 @@ def exact_aggregate(
     ng = len(gs)
     groups: dict[GroupKeyValue, tuple[int, tuple[int, ...]]] = {}
     for row in rows:
-        n = int(row[ng] or 0)
-        if n == 0:
-            continue
         key = tuple(None if v is None else str(v) for v in row[:ng])
-        groups[key] = (n, tuple(int(v or 0) for v in row[ng + 1 :]))
+        if key in groups:  # pragma: no cover - the casts used are injective
+            raise PrivacyError("group values are not distinct as text")
+        groups[key] = (int(row[ng]), tuple(int(v or 0) for v in row[ng + 1 :]))
     return ExactAggregate(groups)

@@ -247,10 +247,14 @@ def build(name: str, params: Mapping[str, object]) -> TemplateBundle:
     return TEMPLATES[name](params)
 
 
+build_template = build
+
+
 __all__ = [
     "TEMPLATES",
     "TemplateBundle",
     "build",
+    "build_template",
     "enrichment",
     "incrementality",
     "overlap",

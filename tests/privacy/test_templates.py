@@ -13,8 +13,9 @@ import pytest
 from enclave.privacy import dp
 from enclave.privacy._post import mean_halfwidth
 from enclave.privacy.aggregate import COUNT_COLUMN, apply_output_spec
-from enclave.privacy.templates import build, postprocess
+from enclave.privacy.templates import build, build_template, postprocess
 from sdk.errors import InputError, PrivacyError
+from sdk.protocol.spec import OutputSpec
 from tests.privacy._util import hexid, run_sql
 
 ALPHA = 1e-9
@@ -214,3 +215,19 @@ def test_unknown_template_and_post() -> None:
         build("nope", {})
     with pytest.raises(InputError):
         postprocess("nope", pa.table({}), None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("overlap", {"left": "a", "right": "b", "epsilon": "1"}),
+        ("incrementality", {**PARAMS, "epsilon": "0.5"}),
+        ("enrichment", {**ENRICH, "segments": ["x", "y"], "epsilon": "1", "min_group_size": 80}),
+        ("enrichment", {**ENRICH, "epsilon": "1", "delta": "0.000001"}),
+    ],
+)
+def test_template_specs_survive_the_signed_round_trip(name: str, params: dict[str, object]) -> None:
+    # the worker rebuilds the template from the signed params and compares code and spec
+    bundle = build_template(name, params)
+    assert OutputSpec.from_dict(bundle.output.to_dict()) == bundle.output
+    assert build_template(name, dict(params)) == bundle
