@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.launchers import DockerLauncher, HardeningProfile
+from coordinator.launchers import DockerLauncher, HardeningProfile, ProcessLauncher
 from coordinator.launchers.profile import DEFAULT_PROFILE, LABEL_OWNER, OWNER
 
 PROBE = Path(__file__).with_name("probe.py")
@@ -97,3 +97,15 @@ def probe_launcher(docker_client: Any, worker_image: str
     left = docker_client.api.containers(
         all=True, filters={"label": [f"{LABEL_OWNER}={OWNER}", "sealroom.instance=pytest"]})
     assert left == [], "launcher left containers behind"
+
+
+@pytest.fixture(scope="session")
+def worker_launcher(docker_client: Any, worker_image: str) -> DockerLauncher:
+    """The production DockerLauncher: default profile, ``python -m enclave``, no test hooks."""
+    return DockerLauncher(worker_image, client=docker_client, instance="pytest")
+
+
+@pytest.fixture(scope="session")
+def process_launcher() -> ProcessLauncher:
+    """The unisolated ProcessLauncher, running this checkout's ``python -m enclave``."""
+    return ProcessLauncher()
