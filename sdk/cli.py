@@ -20,6 +20,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from sdk.cli_common import ENV_COORDINATOR, ENV_HOME, Context
 from sdk.cli_home import Home
@@ -83,7 +84,9 @@ def _ops(ctx: Context, command: str, rest: list[str]) -> int:
     return result
 
 
-def make_context(args: argparse.Namespace) -> Context:
+def make_context(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> Context:
     """The context of one invocation from parsed arguments and the environment."""
     home = args.home or os.environ.get(ENV_HOME) or str(Path.home() / ".sealroom")
     return Context(
@@ -93,14 +96,22 @@ def make_context(args: argparse.Namespace) -> Context:
         party=args.party,
         room=args.room,
         debug=bool(args.debug),
+        out=out or sys.stdout,
+        err=err or sys.stderr,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``sealroom`` command; returns its exit code."""
+    return run_command(list(sys.argv[1:] if argv is None else argv))
+
+
+def run_command(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run one command with its output sent to ``out``/``err`` (the demo runs commands
+    in-process this way); same promises as :func:`main`."""
     parser, _ = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    ctx = make_context(args)
+    args = parser.parse_args(list(argv))
+    ctx = make_context(args, out, err)
     try:
         if args.command in OPS_COMMANDS:
             return _ops(ctx, args.command, list(args.rest))

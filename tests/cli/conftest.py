@@ -1,0 +1,56 @@
+"""Helpers for the CLI tests: run ``sealroom`` as a real process and check its promises."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def sealroom(*args: str, home: Path | None = None, env: dict[str, str] | None = None,
+             cwd: Path | None = None, timeout: float = 600) -> Result:
+    """Run ``python -m sdk.cli ARGS`` as a separate process (the installed entry point)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
+    full_env["PYTHONPATH"] = str(REPO)
+    if home is not None:
+        full_env["SEALROOM_HOME"] = str(home)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "sdk.cli", *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd or REPO, timeout=timeout, check=False)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def ok(result: Result) -> Result:
+    assert result.code == 0, f"exit {result.code}\nstdout:\n{result.out}\nstderr:\n{result.err}"
+    return result
+
+
+def fails(result: Result, code: str, exit_code: int | None = None) -> Result:
+    """A failure: non-zero exit, exactly one line on stderr naming ``code``, no traceback."""
+    assert result.code != 0, result.out
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, result.err
+    assert code in errors[0], result.err
+    assert "Traceback" not in result.err
+    if exit_code is not None:
+        assert result.code == exit_code, (result.code, result.err)
+    return result
+
+
+@pytest.fixture()
+def run_cli() -> object:
+    return sealroom
