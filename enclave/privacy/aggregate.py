@@ -207,7 +207,7 @@ def _release_dp(
     else:
         encoded = {json.dumps(list(key)): n for key, (n, _) in exact.groups.items()}
         thr = dp.threshold_counts(encoded, k, eps_part, spec.delta, k_min)
-        keys = sorted(tuple(json.loads(s)) for s in thr.counts)
+        keys = sorted((tuple(json.loads(s)) for s in thr.counts), key=_key_order)
         counts = [thr.counts[json.dumps(list(key))] for key in keys]
         count_scale, count_acc, threshold = thr.scale, thr.accuracy95, thr.threshold
         spent_eps += thr.epsilon
@@ -261,12 +261,17 @@ def _release_dp(
     )
 
 
+def _key_order(key: GroupKeyValue) -> tuple[tuple[bool, str], ...]:
+    """Sort order of group keys: by text, nulls last."""
+    return tuple((v is None, v or "") for v in key)
+
+
 def _build_table(
     spec: OutputSpec,
     fixed: Sequence[FixedPoint],
     released: Sequence[tuple[GroupKeyValue, int, tuple[int, ...]]],
 ) -> pa.Table:
-    ordered = sorted(released, key=lambda r: tuple((v is None, v or "") for v in r[0]))
+    ordered = sorted(released, key=lambda r: _key_order(r[0]))
     columns: dict[str, pa.Array] = {}
     for i, g in enumerate(spec.group_by):
         columns[g.column] = pa.array([r[0][i] for r in ordered], type=pa.string())

@@ -266,3 +266,13 @@ def test_threshold_mode_releases_only_big_keys() -> None:
     out = apply_output_spec(_table(pairs), s)
     assert out.table.column("g").to_pylist() == ["big"]
     assert out.epsilon_charged == 2
+
+
+def test_null_group_values_are_a_group_of_their_own() -> None:
+    table = pa.table({"uid": _units("u", 400), "g": [None] * 200 + ["x"] * 200})
+    exact = apply_output_spec(table, spec(group_by=[{"column": "g"}]))
+    assert exact.table.column("g").to_pylist() == ["x", None]
+    s = spec(group_by=[{"column": "g"}], dp={"epsilon": "2", "delta": "0.000001"})
+    assert apply_output_spec(table, s).table.column("g").to_pylist() == ["x", None]
+    public = spec(group_by=[{"column": "g", "domain": ["x"]}])
+    assert apply_output_spec(table, public).table.column("g").to_pylist() == ["x"]
