@@ -1,0 +1,360 @@
+"""``sealroom demo``: a complete two-party study on this machine, narrated command by command.
+
+What it promises:
+
+* an embedded coordinator (SQLite in a temporary folder, a separate ``sealroom coordinator
+  serve`` process on a free loopback port) with the Docker launcher when an engine answers and
+  the worker image exists, else the unisolated process launcher with a visible warning (and the
+  room file then says ``allow_unisolated = true``);
+* the operator provisions a worker; two parties — a B2B SaaS brand (its customer list with
+  conversions) and a publisher (visitors with ad exposure and a segment) — each with seeded
+  synthetic data (120k and 150k rows by default) and its own key and home folder;
+* a room both sign, sealed uploads, the ``overlap`` and ``incrementality`` templates reviewed and
+  approved by both, two runs, the decrypted results printed as tables next to the ground truth,
+  and every receipt and the log verified as an auditor would (offline, from files).
+
+Every step is a real ``sealroom`` command, run in-process and echoed, so the transcript doubles
+as a walkthrough. Any failing step stops the demo with that command's one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO, cast
+
+from coordinator.demo_data import BRAND_SCHEMA, PUBLISHER_SCHEMA, DemoData, generate
+from sdk.cli import run_command
+from sdk.errors import ConfigError, SealroomError
+
+ROOM_ID = "brand-x-publisher"
+WORKER_IMAGE = os.environ.get("SEALROOM_WORKER_IMAGE", "sealroom-worker:latest")
+
+
+class _Indent(io.TextIOBase):
+    """Writes to ``stream`` with every line indented, and keeps a copy."""
+
+    def __init__(self, stream: TextIO, prefix: str = "    ") -> None:
+        self.stream, self.prefix, self.copy = stream, prefix, io.StringIO()
+        self._bol = True
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        for chunk in text.splitlines(keepends=True):
+            if self._bol and chunk.strip("\r\n"):
+                self.stream.write(self.prefix)
+            self.stream.write(chunk)
+            self._bol = chunk.endswith("\n")
+        self.stream.flush()
+        return len(text)
+
+
+def docker_ready(image: str) -> str | None:
+    """None when a Docker engine answers and ``image`` exists, else the reason it cannot."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        client.ping()
+        client.images.get(image)
+    except ImportError:
+        return "the docker package is not installed"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+    return None
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Demo:
+    """The state of one demo run."""
+
+    work: Path
+    rows: int
+    launcher: str
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    url: str = ""
+    admin_token: str = field(default_factory=lambda: secrets.token_hex(24))
+    started: float = field(default_factory=time.monotonic)
+    server: subprocess.Popen[bytes] | None = None
+    data: DemoData | None = None
+
+    def home(self, who: str) -> Path:
+        return self.work / f"home-{who}"
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def section(self, title: str) -> None:
+        self.say("")
+        self.say(f"== {title} " + "=" * max(0, 74 - len(title)))
+
+    def sh(self, who: str, *argv: str, quiet: bool = False) -> str:
+        """Run one ``sealroom`` command as ``who`` (own home folder); returns its stdout."""
+        shown = " ".join(a if " " not in a else repr(a) for a in argv)
+        self.say(f"[{who}] $ sealroom {shown}")
+        sink = _Indent(io.StringIO() if quiet else self.out)
+        full = ["--home", str(self.home(who))]
+        if self.url:
+            full += ["--coordinator", self.url]
+        code = run_command([*full, *argv], out=cast(TextIO, sink), err=self.err)
+        text = sink.copy.getvalue()
+        if code != 0:
+            raise SealroomDemoError(f"step failed (exit {code}): sealroom {shown}")
+        return text
+
+
+class SealroomDemoError(SealroomError):
+    """A demo step failed; the step's own error was printed just above."""
+
+    code = "E_CONFIG"
+    exit_code = 11
+
+
+@contextmanager
+def coordinator_process(demo: Demo) -> Iterator[None]:
+    """Run ``sealroom coordinator serve`` on a free loopback port until the block ends."""
+    port = free_port()
+    data_dir = demo.work / "coordinator"
+    data_dir.mkdir(parents=True)
+    log = open(demo.work / "coordinator.log", "wb")
+    env = {**os.environ, "SEALROOM_ADMIN_TOKEN": demo.admin_token}
+    cmd = [sys.executable, "-m", "sdk.cli", "coordinator", "serve", "--data-dir", str(data_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--launcher", demo.launcher]
+    demo.server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    demo.url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(demo)
+        yield
+    finally:
+        demo.server.terminate()
+        try:
+            demo.server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            demo.server.kill()
+            demo.server.wait()
+        log.close()
+
+
+def _wait_healthy(demo: Demo, timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    assert demo.server is not None
+    while time.monotonic() < deadline:
+        if demo.server.poll() is not None:
+            tail = (demo.work / "coordinator.log").read_text(errors="replace")[-600:]
+            raise ConfigError(f"the coordinator exited at start-up: {tail.strip().splitlines()[-1:]}")
+        try:
+            if httpx.get(f"{demo.url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise ConfigError("the coordinator did not answer /healthz within a minute")
+
+
+def room_toml(demo: Demo, platform_key: str, image_id: str, code_digest: str) -> str:
+    """The room file both parties sign."""
+    def schema(cols: dict[str, str]) -> str:
+        return "{ " + ", ".join(f'{k} = "{v}"' for k, v in cols.items()) + " }"
+
+    unisolated = "true" if demo.launcher == "process" else "false"
+    return f"""# The room both parties sign: who takes part, which data, which worker, which limits.
+room_id = "{ROOM_ID}"
+min_group_size = 50        # no released group may describe fewer than 50 people
+max_runs = 10              # default cap of runs per approved bundle
+
+[[parties]]
+name = "brand"
+public_key = "{demo.home('brand')}/keys/brand.pub"
+roles = ["data_owner", "analyst", "recipient"]
+
+[[parties]]
+name = "publisher"
+public_key = "{demo.home('publisher')}/keys/publisher.pub"
+roles = ["data_owner", "analyst", "recipient"]
+
+[[datasets]]
+name = "customers"
+owner = "brand"
+id_column = "email"
+id_kind = "email"          # trimmed, lowercased and SHA-256 hashed before sealing
+min_group_size = 50
+epsilon_budget = "4"
+schema = {schema(BRAND_SCHEMA)}
+
+[[datasets]]
+name = "visitors"
+owner = "publisher"
+id_column = "email"
+id_kind = "email"
+min_group_size = 50
+epsilon_budget = "4"
+schema = {schema(PUBLISHER_SCHEMA)}
+
+[workers]
+providers = ["simulated"]
+platform_keys = ["{platform_key}"]
+allow_unisolated = {unisolated}
+
+[[workers.measurements]]
+image_id = "{image_id}"
+code_digest = "{code_digest}"
+"""
+
+
+def _field(text: str, prefix: str) -> str:
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix):].split()[0].rstrip(":")
+    raise ConfigError(f"demo: no {prefix!r} in the command's output")
+
+
+def run_demo(demo: Demo) -> int:
+    """The narrated study; see the module docstring."""
+    from coordinator.cli_ops import provision_worker
+
+    demo.say("sealroom demo: a B2B SaaS brand and a publisher measure their audience overlap "
+             "and the campaign's incrementality without showing each other a single row.")
+    demo.say(f"working folder {demo.work}")
+    demo.section("operator: start the coordinator and provision a worker")
+    if demo.launcher == "process":
+        demo.say("WARNING: no Docker engine with the worker image here — using the UNISOLATED "
+                 "process launcher. Nothing separates the worker from this machine; the room "
+                 "file says allow_unisolated = true and every receipt says isolation none.")
+    with coordinator_process(demo):
+        demo.say(f"coordinator {demo.url} (SQLite in {demo.work / 'coordinator'}, "
+                 f"{demo.launcher} launcher)")
+        worker = provision_worker(demo.url, demo.admin_token, demo.work / "coordinator",
+                                  demo.launcher)
+        for line in worker.describe():
+            demo.say(f"    {line}")
+        _study(demo, worker.platform_key, worker.image_id, worker.code_digest)
+    demo.section("done")
+    demo.say(f"the whole study took {time.monotonic() - demo.started:.0f} s")
+    return 0
+
+
+def _study(demo: Demo, platform_key: str, image_id: str, code_digest: str) -> None:
+    demo.section("each party makes its key (kept in its own home folder)")
+    for party in ("brand", "publisher"):
+        demo.sh(party, "keys", "new", party)
+    demo.section("synthetic first-party data (seeded; never leaves its owner unsealed)")
+    n = demo.rows
+    demo.data = generate(demo.work / "data", brand_rows=n, publisher_rows=n * 5 // 4,
+                         overlap=n * 3 // 8)
+    demo.say(f"brand     {demo.data.brand_csv}: {n} customers (email, plan, employees, "
+             "converted, arr)")
+    demo.say(f"publisher {demo.data.publisher_csv}: {n * 5 // 4} visitors (email, exposed, "
+             "segment, visits)")
+    demo.section("the room: written once, signed by both parties")
+    room_file = demo.work / "room.toml"
+    room_file.write_text(room_toml(demo, platform_key, image_id, code_digest))
+    manifest = demo.work / "room.manifest.json"
+    demo.sh("brand", "room", "new", str(room_file), "-o", str(manifest), quiet=True)
+    demo.sh("brand", "room", "sign", str(manifest), quiet=True)
+    demo.sh("publisher", "room", "sign", str(manifest))
+    demo.sh("brand", "room", "verify", str(manifest), quiet=True)
+    demo.sh("brand", "room", "submit", str(manifest))
+    demo.section("uploads: attestation verified, identifiers hashed, sealed to the worker")
+    demo.sh("brand", "data", "upload", str(demo.data.brand_csv), "--dataset", "customers")
+    demo.sh("publisher", "data", "upload", str(demo.data.publisher_csv), "--dataset", "visitors")
+    demo.section("the brand proposes two template bundles")
+    overlap = demo.sh(
+        "brand", "bundle", "new", "--template", "overlap", "--param", "left=customers",
+        "--param", "right=visitors", "--param", "epsilon=0.5", "--recipient", "brand",
+        "--recipient", "publisher", "--title", "Audience overlap",
+        "--purpose", "How many of our customers does the publisher reach?",
+        "-o", str(demo.work / "overlap.bundle.json"))
+    lift = demo.sh(
+        "brand", "bundle", "new", "--template", "incrementality", "--param", "exposure=visitors",
+        "--param", "conversions=customers", "--param", "epsilon=1", "--param", "spend=arr",
+        "--param", "spend_upper=50000", "--recipient", "brand", "--max-runs", "3",
+        "--title", "Campaign incrementality",
+        "--purpose", "Did exposure to the campaign lift paid conversion?",
+        "-o", str(demo.work / "lift.bundle.json"))
+    digests = {"overlap": _field(overlap, "bundle "), "lift": _field(lift, "bundle ")}
+    for name in ("overlap", "lift"):
+        demo.sh("brand", "bundle", "submit", str(demo.work / f"{name}.bundle.json"), quiet=True)
+    demo.section("both parties review and approve the exact bundle digests")
+    demo.sh("publisher", "bundle", "review", digests["lift"])
+    demo.sh("publisher", "bundle", "review", digests["overlap"], "--no-code", quiet=True)
+    for party in ("publisher", "brand"):
+        for name in ("overlap", "lift"):
+            demo.sh(party, "bundle", "approve", digests[name])
+    demo.section("runs: a fresh worker per run verifies everything again")
+    runs = {name: _field(demo.sh("brand", "run", digests[name]), "run ") for name in digests}
+    demo.section("results: decrypted by each recipient, receipts verified")
+    demo.sh("brand", "result", "get", runs["overlap"], "-o", str(demo.work / "overlap.csv"))
+    demo.sh("publisher", "result", "get", runs["overlap"])
+    demo.sh("brand", "result", "get", runs["lift"], "-o", str(demo.work / "lift.parquet"))
+    _truth(demo)
+    demo.sh("brand", "feedback", runs["lift"], "--changed-decision", "yes")
+    demo.sh("brand", "room", "status")
+    demo.section("auditor: verify every receipt offline, then the whole log")
+    audit = demo.work / "audit"
+    audit.mkdir()
+    shutil.copy(manifest, audit / "room.manifest.json")
+    for run_id in runs.values():
+        src = demo.home("brand") / "rooms" / ROOM_ID / "receipts" / f"{run_id}.json"
+        shutil.copy(src, audit / f"{run_id}.receipt.json")
+        demo.sh("auditor", "receipt", "verify", str(audit / f"{run_id}.receipt.json"),
+                "--manifest", str(audit / "room.manifest.json"))
+    demo.sh("publisher", "log", "verify")
+
+
+def _truth(demo: Demo) -> None:
+    assert demo.data is not None
+    t = demo.data.truth
+    demo.say("    ground truth (known only because this data is synthetic): "
+             f"overlap {t.overlap}, brand match rate {t.overlap / t.brand_rows:.3f}, "
+             f"publisher match rate {t.overlap / t.publisher_rows:.3f}; conversion exposed "
+             f"{t.exposed_conversion_rate:.4f} vs control {t.control_conversion_rate:.4f} "
+             f"(lift {t.exposed_conversion_rate - t.control_conversion_rate:+.4f})")
+
+
+def main(argv: list[str], out: TextIO | None = None) -> int:
+    """``sealroom demo [--rows N] [--launcher auto|docker|process] [--workdir DIR] [--keep]``."""
+    parser = argparse.ArgumentParser(prog="sealroom demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=120_000, help="brand rows (publisher: 1.25x)")
+    parser.add_argument("--launcher", choices=("auto", "docker", "process"), default="auto")
+    parser.add_argument("--workdir", help="keep everything in this (new) folder")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+    if args.rows < 1000:
+        raise ConfigError("--rows: at least 1000")
+    launcher = args.launcher
+    if launcher in ("auto", "docker"):
+        reason = docker_ready(WORKER_IMAGE)
+        if reason is not None and launcher == "docker":
+            raise ConfigError(f"docker launcher unavailable: {reason}")
+        launcher = "docker" if reason is None else "process"
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sealroom-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    demo = Demo(work=work, rows=args.rows, launcher=launcher, out=out or sys.stdout)
+    try:
+        return run_demo(demo)
+    finally:
+        if not args.workdir and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
