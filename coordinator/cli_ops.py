@@ -72,11 +72,17 @@ def make_launcher(settings: Any) -> Any:
 def provision(settings: Any) -> WorkerInfo:
     """Provision and publish a worker for the coordinator whose data folder ``settings``
     names (creating the platform secret when missing)."""
+    from coordinator.storage.db import Database
     from coordinator.worker import ensure_platform_key, platform_public_key, provision_worker
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_platform_key(settings.platform_key_file)
-    envelope = provision_worker(settings, make_launcher(settings))
+    db = Database(settings.db_url)
+    try:
+        db.create_all()
+        envelope = provision_worker(settings, make_launcher(settings), db)
+    finally:
+        db.dispose()
     attestation = Attestation.from_dict(parse_json(envelope.payload))
     return WorkerInfo(
         attestation=envelope,

@@ -174,12 +174,12 @@ def _wait_healthy(demo: Demo, timeout: float = 60.0) -> None:
     raise ConfigError("the coordinator did not answer /healthz within a minute")
 
 
-def room_toml(demo: Demo, platform_key: str, image_id: str, code_digest: str) -> str:
-    """The room file both parties sign."""
+def room_toml(brand_pub: Path, publisher_pub: Path, platform_key: str, image_id: str,
+              code_digest: str, *, unisolated: bool) -> str:
+    """The room file both parties sign (public keys given as .pub file paths)."""
     def schema(cols: dict[str, str]) -> str:
         return "{ " + ", ".join(f'{k} = "{v}"' for k, v in cols.items()) + " }"
 
-    unisolated = "true" if demo.launcher == "process" else "false"
     return f"""# The room both parties sign: who takes part, which data, which worker, which limits.
 room_id = "{ROOM_ID}"
 min_group_size = 50        # no released group may describe fewer than 50 people
@@ -187,12 +187,12 @@ max_runs = 10              # default cap of runs per approved bundle
 
 [[parties]]
 name = "brand"
-public_key = "{demo.home('brand')}/keys/brand.pub"
+public_key = "{brand_pub}"
 roles = ["data_owner", "analyst", "recipient"]
 
 [[parties]]
 name = "publisher"
-public_key = "{demo.home('publisher')}/keys/publisher.pub"
+public_key = "{publisher_pub}"
 roles = ["data_owner", "analyst", "recipient"]
 
 [[datasets]]
@@ -216,7 +216,7 @@ schema = {schema(PUBLISHER_SCHEMA)}
 [workers]
 providers = ["simulated"]
 platform_keys = ["{platform_key}"]
-allow_unisolated = {unisolated}
+allow_unisolated = {"true" if unisolated else "false"}
 
 [[workers.measurements]]
 image_id = "{image_id}"
@@ -270,7 +270,9 @@ def _study(demo: Demo, platform_key: str, image_id: str, code_digest: str) -> No
              "segment, visits)")
     demo.section("the room: written once, signed by both parties")
     room_file = demo.work / "room.toml"
-    room_file.write_text(room_toml(demo, platform_key, image_id, code_digest))
+    room_file.write_text(room_toml(
+        demo.home("brand") / "keys" / "brand.pub", demo.home("publisher") / "keys" / "publisher.pub",
+        platform_key, image_id, code_digest, unisolated=demo.launcher == "process"))
     manifest = demo.work / "room.manifest.json"
     demo.sh("brand", "room", "new", str(room_file), "-o", str(manifest), quiet=True)
     demo.sh("brand", "room", "sign", str(manifest), quiet=True)
