@@ -28,7 +28,14 @@ from typing import Any, ClassVar, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from enclave.runner.facade_column import Column, check_name, check_scalar
+from enclave.runner.facade_column import (
+    OPERATORS,
+    Column,
+    check_name,
+    check_scalar,
+    sanitize_methods,
+    sanitized,
+)
 
 __all__ = ["Column", "GroupBy", "Table", "concat"]
 
@@ -308,6 +315,7 @@ class GroupBy:
         return Table(result.rename_columns(names))
 
 
+@sanitized
 def concat(tables: object) -> Table:
     """Stack tables with the same column names (and compatible types) on top of each other."""
     if type(tables) not in (list, tuple) or not tables:
@@ -323,6 +331,10 @@ def concat(tables: object) -> Table:
             raise ValueError("concat needs tables with the same column names")
         parts.append(t._data.select(names))
     return Table(pa.concat_tables(parts, promote_options="permissive"))
+
+
+sanitize_methods(Table, Table.PUBLIC | OPERATORS)
+sanitize_methods(GroupBy, GroupBy.PUBLIC)
 
 
 def wrap_tables(tables: Mapping[str, pa.Table]) -> dict[str, Table]:

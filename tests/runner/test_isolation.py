@@ -140,6 +140,23 @@ def test_child_never_imports_pandas() -> None:
     assert out.split() == ["2", "False", "blocked"]
 
 
+def test_rejection_path_imports_no_engine() -> None:
+    """Code refused at compile time costs an interpreter and RestrictedPython, nothing more."""
+    from enclave.runner.protocol import encode_frame
+
+    argv = runner_client.child_argv(LIMITS)
+    argv[1:1] = ["-X", "importtime"]
+    request = encode_frame({"v": 1, "kind": "python", "code": "import os", "params": {},
+                            "tables": [{"name": "t", "bytes": 10}]})
+    proc = subprocess.run(argv, input=request + b"0123456789", capture_output=True,
+                          timeout=30, env=runner_client.child_env(LIMITS))
+    assert proc.returncode == 0
+    assert b"E_QUERY_REJECTED" in proc.stdout
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()}
+    assert "RestrictedPython" in imported
+    assert not {"pyarrow", "duckdb", "pandas", "numpy"} & imported
+
+
 def test_limits_validation() -> None:
     with pytest.raises(ValueError):
         RunnerLimits(cpu_seconds=0)

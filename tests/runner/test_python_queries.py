@@ -81,3 +81,39 @@ def query(tables, params):
     by_id = {r["id"]: r["d"] for r in result}
     assert by_id[sha("user1@example.com")] == datetime.date(2024, 2, 2)
     assert by_id[sha(f"{CANARY}@example.com")] is None
+
+
+CAUGHT_PY = """
+def query(tables, params):
+    t = tables["people"]
+    o = tables["orders"]
+    attempts = [
+        lambda: t["ssn"] * 2,
+        lambda: t["ssn"] + 1,
+        lambda: t["ssn"] // t["email"],
+        lambda: t.join(o, left_on="ssn", right_on="total"),
+        lambda: t["ssn"].year(),
+        lambda: t["age"] * 10**30,
+        lambda: t.filter(t["ssn"]),
+        lambda: t.group_by("ssn").agg(s=("email", "sum")),
+    ]
+    messages = []
+    for attempt in attempts:
+        try:
+            attempt()
+            messages.append("no error")
+        except Exception as e:
+            messages.append(str(e))
+    out = t.select("id")
+    for i, m in enumerate(messages):
+        out = out.with_column("m" + str(i), m)
+    return out
+"""
+
+
+def test_caught_errors_carry_no_data_into_python(tables: dict[str, bytes]) -> None:
+    """Query code can catch exceptions; their text must not hold cell values (T18)."""
+    result = run_query("python", CAUGHT_PY, tables, {}, LIMITS)
+    messages = {v for name in result.column_names[1:] for v in result[name].to_pylist()}
+    assert "no error" not in messages
+    assert not any(CANARY in m or "000-00-" in m or "@example.com" in m for m in messages)
