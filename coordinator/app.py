@@ -1,0 +1,100 @@
+"""The app factory: ``create_app(settings) -> FastAPI``.
+
+Builds the services (database, blob store, launcher, run executor), mounts the routes under
+``/v1`` (plus ``/metrics`` and ``/healthz``), installs the one error mapping and the body cap.
+Start-up removes stale temp blobs, reconciles runs a crash left ``running`` and starts the
+executor; shutdown stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from coordinator.context import Services
+from coordinator.errors import install_error_handlers
+from coordinator.launchers.base import Launcher
+from coordinator.middleware import BodyLimitMiddleware
+from coordinator.routes import admin, auth, bundles, log, rooms, runs, status, uploads
+from coordinator.runs import RunExecutor
+from coordinator.settings import Settings
+from coordinator.storage import BlobStore, Database
+
+logger = logging.getLogger("sealroom.coordinator")
+
+
+def make_launcher(settings: Settings) -> Launcher:
+    """The launcher the settings ask for (Docker by default; the process launcher is
+    unisolated and for development only)."""
+    from coordinator.launchers import DockerLauncher, ProcessLauncher
+
+    if settings.launcher == "process":
+        logger.warning("process launcher: workers run UNISOLATED (development only)")
+        return ProcessLauncher()
+    return DockerLauncher(settings.worker_image, instance=settings.instance)
+
+
+def build_services(settings: Settings, launcher: Launcher | None = None) -> Services:
+    """Create the data directory, database schema and blob store."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    jobs = settings.data_dir / "jobs"
+    jobs.mkdir(mode=0o755, exist_ok=True)
+    db = Database(settings.db_url)
+    db.create_all()
+    return Services(settings=settings, db=db, blobs=BlobStore(settings.data_dir / "blobs"),
+                    launcher=launcher or make_launcher(settings), jobs_dir=jobs)
+
+
+def _startup(services: Services, run_executor: bool) -> None:
+    from coordinator.jobs import current_worker
+    from coordinator.worker import ensure_platform_key, provision_worker
+
+    services.blobs.clean_temp()
+    ensure_platform_key(services.settings.platform_key_file)
+    if services.settings.provision_on_start:
+        try:
+            current_worker(services)
+        except Exception:
+            provision_worker(services.settings, services.launcher, services.db)
+    if run_executor:
+        services.executor = RunExecutor(services)
+        services.executor.start()
+
+
+def create_app(settings: Settings, launcher: Launcher | None = None, *,
+               run_executor: bool = True) -> FastAPI:
+    """The coordinator's ASGI app. ``launcher`` overrides the one the settings name (tests);
+    ``run_executor=False`` leaves queued runs alone (tests drive them)."""
+    services = build_services(settings, launcher)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_startup, services, run_executor)
+        try:
+            yield
+        finally:
+            if services.executor is not None:
+                await run_in_threadpool(services.executor.stop)
+            services.db.dispose()
+
+    app = FastAPI(
+        title="sealroom coordinator",
+        version="1",
+        description="Untrusted coordinator of a confidential data clean room: stores ciphertext "
+        "and signed statements, schedules hardened workers, serves receipts and the room log.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    v1 = APIRouter(prefix="/v1")
+    for module in (auth, rooms, uploads, bundles, runs, log, status, admin):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    app.include_router(status.root)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes,
+                       counters=services.counters)
+    return app

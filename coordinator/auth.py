@@ -1,0 +1,173 @@
+"""Authentication (challenge–response with the party's Ed25519 key → short-lived bearer token;
+an admin token from the settings for the operator) and the room membership check.
+
+A party posts its signing key and gets a random single-use nonce; it signs
+``b"sealroom-auth-v1\\n" + nonce + b"\\n" + audience`` (the audience is the coordinator's URL as
+the party sees it, or the configured ``SEALROOM_AUDIENCE``), and trades the signature for a
+random token. Only the token's SHA-256 is stored, with its expiry. A token names a key, not a
+room: what the key may do is decided per room from the manifest's parties.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fastapi import Depends, Request
+from sqlalchemy import delete, select
+
+from coordinator.context import Services, get_services
+from coordinator.errors import Forbidden, Unauthenticated
+from coordinator.storage.db import utcnow
+from coordinator.storage.models import Challenge, Room, RoomParty, Token
+from sdk.errors import NotFoundError
+
+AUTH_PREFIX = b"sealroom-auth-v1\n"
+
+
+def auth_message(nonce: bytes, audience: str) -> bytes:
+    """The bytes a party signs to authenticate."""
+    return AUTH_PREFIX + nonce + b"\n" + audience.encode("utf-8")
+
+
+def iso(moment: datetime) -> str:
+    """A stored (naive UTC) time as RFC 3339."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def audience_of(services: Services, request: Request) -> str:
+    """What parties must sign: the configured audience or the request's base URL."""
+    return services.settings.audience or str(request.base_url).rstrip("/")
+
+
+def issue_challenge(services: Services, signing_key: str, audience: str) -> tuple[str, datetime]:
+    """A fresh single-use nonce (hex) for ``signing_key`` and its expiry."""
+    nonce = secrets.token_hex(32)
+    expires = utcnow() + timedelta(seconds=services.settings.challenge_ttl)
+    with services.db.write() as s:
+        s.execute(delete(Challenge).where(Challenge.expires_at < utcnow()))
+        s.add(Challenge(nonce=nonce, signing_key=signing_key, audience=audience,
+                        expires_at=expires))
+    return nonce, expires
+
+
+def issue_token(
+    services: Services, signing_key: str, nonce: str, signature: bytes
+) -> tuple[str, datetime]:
+    """Trade a signed nonce for a bearer token. The nonce is consumed whatever the outcome.
+
+    Raises ``Unauthenticated`` for an unknown, expired or foreign nonce or a bad signature.
+    """
+    with services.db.write() as s:
+        challenge = s.get(Challenge, nonce)
+        if challenge is not None:
+            s.delete(challenge)
+    if challenge is None or challenge.expires_at < utcnow():
+        raise Unauthenticated("unknown or expired challenge")
+    if not hmac.compare_digest(challenge.signing_key, signing_key):
+        raise Unauthenticated("challenge was issued to another key")
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(signing_key)).verify(
+            signature, auth_message(bytes.fromhex(nonce), challenge.audience)
+        )
+    except (InvalidSignature, ValueError) as exc:
+        raise Unauthenticated("signature over the challenge does not verify") from exc
+    token = secrets.token_urlsafe(32)
+    expires = utcnow() + timedelta(seconds=services.settings.token_ttl)
+    with services.db.write() as s:
+        s.execute(delete(Token).where(Token.expires_at < utcnow()))
+        s.add(Token(token_hash=_hash(token), signing_key=signing_key, expires_at=expires))
+    return token, expires
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a party's signing key (hex), or the operator."""
+
+    key: str | None = None
+    admin: bool = False
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("a bearer token is required")
+    return token.strip()
+
+
+def get_caller(
+    request: Request, services: Annotated[Services, Depends(get_services)]
+) -> Caller:
+    """FastAPI dependency: the authenticated caller. Raises ``Unauthenticated`` (401)."""
+    token = _bearer(request)
+    admin = services.settings.admin_secret()
+    if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):
+        return Caller(admin=True)
+    if len(token) > 200:
+        raise Unauthenticated("invalid token")
+    with services.db.read() as s:
+        row = s.get(Token, _hash(token))
+    if row is None:
+        raise Unauthenticated("invalid token")
+    if row.expires_at < utcnow():
+        raise Unauthenticated("token expired")
+    return Caller(key=row.signing_key)
+
+
+def require_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    """FastAPI dependency: the operator only. Raises ``Forbidden`` (403) for parties."""
+    if not caller.admin:
+        raise Forbidden("operator route: the admin token is required")
+    return caller
+
+
+def require_party(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    """FastAPI dependency: a party (not the operator)."""
+    if caller.key is None:
+        raise Forbidden("party route: authenticate with a party key")
+    return caller
+
+
+def party_in_room(services: Services, room_id: str, caller: Caller) -> str | None:
+    """The caller's party name in ``room_id``; None for the operator.
+
+    Raises ``Forbidden`` when a party key is not listed in the room's manifest (whether or not
+    the room exists: existence is not revealed), ``NotFoundError`` when the operator asks for a
+    missing room.
+    """
+    with services.db.read() as s:
+        if caller.admin:
+            if s.get(Room, room_id) is None:
+                raise NotFoundError(f"no room {room_id!r}")
+            return None
+        name = s.scalar(
+            select(RoomParty.name).where(
+                RoomParty.room_id == room_id, RoomParty.signing_key == caller.key
+            )
+        )
+    if name is None:
+        raise Forbidden("not a party of this room")
+    return name
+
+
+def require_member(services: Services, room_id: str, caller: Caller) -> str:
+    """Like :func:`party_in_room` but the operator is refused too (party-only actions)."""
+    name = party_in_room(services, room_id, caller)
+    if name is None:
+        raise Forbidden("only a party of the room may do this")
+    return name
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+ServicesDep = Annotated[Services, Depends(get_services)]

@@ -1,0 +1,159 @@
+"""The room log as the coordinator stores it: worker-signed entries, checkpoints, proofs.
+
+The coordinator cannot sign entries; it only appends what a worker returned, and only when the
+worker's new checkpoint extends the head it was given (checked by :mod:`coordinator.jobs`).
+Rows are keyed by ``(room_id, idx)``, so two appends on the same head cannot both land.
+Proofs are computed with :mod:`sdk.protocol.merkle` over the stored leaf hashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from coordinator.storage.db import utcnow
+from coordinator.storage.models import CheckpointRow, LogEntryRow
+from sdk.errors import InputError, NotFoundError
+from sdk.protocol import merkle
+from sdk.protocol.canonical import parse_json
+from sdk.protocol.dsse import Envelope
+from sdk.protocol.records import Checkpoint, LogEntry
+
+
+def log_origin(room_id: str) -> str:
+    """The origin string the worker puts in a room's checkpoints."""
+    return f"sealroom/{room_id}/log"
+
+
+@dataclass(frozen=True)
+class LogHead:
+    """A room's stored log: entries in order and the newest checkpoint (None when empty)."""
+
+    entries: list[Envelope]
+    leaves: list[bytes]
+    checkpoint: Envelope | None
+
+    @property
+    def size(self) -> int:
+        return len(self.entries)
+
+
+def entry_rows(session: Session, room_id: str, start: int = 0,
+               end: int | None = None) -> list[LogEntryRow]:
+    """Stored entries ``start <= idx < end`` in order."""
+    query = select(LogEntryRow).where(LogEntryRow.room_id == room_id, LogEntryRow.idx >= start)
+    if end is not None:
+        query = query.where(LogEntryRow.idx < end)
+    return list(session.scalars(query.order_by(LogEntryRow.idx)))
+
+
+def latest_checkpoint(session: Session, room_id: str) -> CheckpointRow | None:
+    """The checkpoint with the largest tree size."""
+    return session.scalars(
+        select(CheckpointRow).where(CheckpointRow.room_id == room_id)
+        .order_by(CheckpointRow.tree_size.desc()).limit(1)
+    ).first()
+
+
+def log_size(session: Session, room_id: str) -> int:
+    """Number of stored entries."""
+    return int(session.scalar(
+        select(func.count()).select_from(LogEntryRow).where(LogEntryRow.room_id == room_id)
+    ) or 0)
+
+
+def head(session: Session, room_id: str) -> LogHead:
+    """The log as a job is built on: the entries of the newest checkpoint's tree."""
+    cp = latest_checkpoint(session, room_id)
+    size = 0 if cp is None else cp.tree_size
+    rows = entry_rows(session, room_id, 0, size)
+    return LogHead(
+        [Envelope.from_json(r.envelope.encode()) for r in rows],
+        [bytes.fromhex(r.leaf_hash) for r in rows],
+        None if cp is None else Envelope.from_json(cp.envelope.encode()),
+    )
+
+
+def append(session: Session, room_id: str, old_size: int, entries: list[Envelope],
+           kinds: list[LogEntry], checkpoint: Envelope, tree_size: int, root_hash: str) -> None:
+    """Store new entries at ``old_size..`` and their checkpoint (in the caller's transaction).
+
+    The ``(room_id, idx)`` key makes a second append on the same head fail at commit.
+    """
+    for offset, (envelope, entry) in enumerate(zip(entries, kinds, strict=True)):
+        session.add(LogEntryRow(
+            room_id=room_id, idx=old_size + offset, kind=entry.kind, run_id=entry.run_id,
+            leaf_hash=merkle.leaf_hash(envelope.to_json()).hex(),
+            envelope=envelope.to_json().decode(),
+        ))
+    session.add(CheckpointRow(room_id=room_id, tree_size=tree_size, root_hash=root_hash,
+                              envelope=checkpoint.to_json().decode(), created_at=utcnow()))
+
+
+def leaves_of(session: Session, room_id: str) -> list[bytes]:
+    """Every stored leaf hash of the room's log, in order."""
+    return [bytes.fromhex(r.leaf_hash) for r in entry_rows(session, room_id)]
+
+
+def inclusion(leaves: list[bytes], index: int, tree_size: int) -> tuple[list[bytes], bytes]:
+    """(audit path, root) for leaf ``index`` in the tree of the first ``tree_size`` leaves.
+
+    Raises ``InputError`` for an index or size outside the stored log.
+    """
+    if not 0 < tree_size <= len(leaves) or not 0 <= index < tree_size:
+        raise InputError(f"inclusion: need 0 <= index < tree_size <= {len(leaves)}")
+    tree = leaves[:tree_size]
+    return merkle.inclusion_proof(tree, index), merkle.root(tree)
+
+
+def consistency(leaves: list[bytes], first: int, second: int) -> tuple[list[bytes], bytes, bytes]:
+    """(proof, first root, second root) between two sizes of the stored log.
+
+    Raises ``InputError`` unless ``0 <= first <= second <= size``.
+    """
+    if not 0 <= first <= second <= len(leaves):
+        raise InputError(f"consistency: need 0 <= first <= second <= {len(leaves)}")
+    tree = leaves[:second]
+    return (merkle.consistency_proof(tree, first), merkle.root(leaves[:first]),
+            merkle.root(tree))
+
+
+def budget_spent(session: Session, room_id: str) -> dict[str, tuple[Decimal, Decimal]]:
+    """Dataset → (epsilon, delta) charged, summed from the stored ``budget_charged`` entries.
+
+    The entries were verified (worker signature, room, chain) when they were appended.
+    """
+    spent: dict[str, tuple[Decimal, Decimal]] = {}
+    rows = session.scalars(select(LogEntryRow).where(
+        LogEntryRow.room_id == room_id, LogEntryRow.kind == "budget_charged"))
+    for row in rows:
+        envelope = Envelope.from_json(row.envelope.encode())
+        entry = LogEntry.from_dict(parse_json(envelope.payload))
+        dataset = str(entry.details.get("dataset", ""))
+        try:
+            eps = Decimal(str(entry.details.get("epsilon", "0")))
+            delta = Decimal(str(entry.details.get("delta", "0")))
+        except InvalidOperation:
+            continue
+        old_eps, old_delta = spent.get(dataset, (Decimal(0), Decimal(0)))
+        spent[dataset] = (old_eps + eps, old_delta + delta)
+    return spent
+
+
+def checkpoint_of(session: Session, room_id: str, tree_size: int | None = None) -> CheckpointRow:
+    """A stored checkpoint (the newest when ``tree_size`` is None). Raises ``NotFoundError``."""
+    if tree_size is None:
+        row = latest_checkpoint(session, room_id)
+    else:
+        row = session.get(CheckpointRow, (room_id, tree_size))
+    if row is None:
+        raise NotFoundError("no such checkpoint")
+    return row
+
+
+def parsed_checkpoint(envelope: Envelope) -> Checkpoint:
+    """A stored (already verified) checkpoint's payload."""
+    return Checkpoint.from_dict(parse_json(envelope.payload))

@@ -1,0 +1,197 @@
+"""Per-room product metrics (DESIGN §8) and the Prometheus ``/metrics`` text.
+
+Query volume and turnaround come from the run table (request → signed result); the privacy
+posture is derived from the stored, worker-signed log (``budget_charged`` entries), never from
+a mutable counter; output utility and match rates are what recipients reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from datetime import timedelta
+from decimal import Decimal
+
+from pydantic import BaseModel
+from sqlalchemy import func, select
+
+from coordinator.context import Services
+from coordinator.logstore import budget_spent, latest_checkpoint, leaves_of
+from coordinator.rooms import load_room
+from coordinator.storage.db import utcnow
+from coordinator.storage.models import Feedback, Room, RunRow, UploadRow, Worker
+from sdk.protocol import merkle
+
+
+class Queries(BaseModel):
+    runs_total: int
+    runs_last_7d: int
+    by_state: dict[str, int]
+
+
+class Turnaround(BaseModel):
+    count: int
+    median_s: float | None
+    p95_s: float | None
+    max_s: float | None
+
+
+class DatasetPosture(BaseModel):
+    dataset: str
+    owner: str
+    min_group_size: int
+    epsilon_budget: str
+    epsilon_spent: str
+    epsilon_left: str
+    delta_budget: str
+    delta_spent: str
+
+
+class LogPosture(BaseModel):
+    size: int
+    checkpoint_size: int
+    verified_complete: bool
+
+
+class Privacy(BaseModel):
+    default_min_group_size: int
+    datasets: list[DatasetPosture]
+    log: LogPosture
+
+
+class Utility(BaseModel):
+    feedback: int
+    changed_decision: int
+    share_changed: float | None
+
+
+class MatchRate(BaseModel):
+    reports: int
+    latest: float | None
+    mean: float | None
+
+
+class Uploads(BaseModel):
+    statements: int
+    complete: int
+    bytes: int
+
+
+class RoomStatus(BaseModel):
+    room_id: str
+    manifest_digest: str
+    complete: bool
+    missing_signatures: list[str]
+    queries: Queries
+    turnaround: Turnaround
+    privacy: Privacy
+    utility: Utility
+    match_rate: MatchRate
+    uploads: Uploads
+
+
+def _turnaround(runs: list[RunRow]) -> Turnaround:
+    times = sorted((r.finished_at - r.created_at).total_seconds() for r in runs
+                   if r.finished_at is not None and r.receipt is not None)
+    if not times:
+        return Turnaround(count=0, median_s=None, p95_s=None, max_s=None)
+    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+    return Turnaround(count=len(times), median_s=statistics.median(times), p95_s=p95,
+                      max_s=times[-1])
+
+
+def room_status(services: Services, room_id: str) -> RoomStatus:
+    """The room's metrics. Raises ``NotFoundError`` for an unknown room."""
+    view = load_room(services, room_id)
+    with services.db.read() as s:
+        runs = list(s.scalars(select(RunRow).where(RunRow.room_id == room_id)))
+        spent = budget_spent(s, room_id)
+        leaves = leaves_of(s, room_id)
+        cp = latest_checkpoint(s, room_id)
+        feedback = list(s.scalars(select(Feedback).where(Feedback.room_id == room_id)
+                                  .order_by(Feedback.created_at)))
+        uploads = list(s.scalars(select(UploadRow).where(UploadRow.room_id == room_id)))
+    week = utcnow() - timedelta(days=7)
+    datasets = []
+    for d in view.manifest.datasets:
+        eps, delta = spent.get(d.name, (Decimal(0), Decimal(0)))
+        datasets.append(DatasetPosture(
+            dataset=d.name, owner=d.owner, min_group_size=d.min_group_size,
+            epsilon_budget=d.epsilon_budget, epsilon_spent=str(eps),
+            epsilon_left=str(max(Decimal(d.epsilon_budget) - eps, Decimal(0))),
+            delta_budget=d.delta_budget, delta_spent=str(delta)))
+    verified = (cp is None and not leaves) or (
+        cp is not None and cp.tree_size == len(leaves)
+        and merkle.root(leaves).hex() == cp.root_hash)
+    rates = [f.match_rate for f in feedback if f.match_rate is not None]
+    changed = sum(1 for f in feedback if f.changed_decision)
+    return RoomStatus(
+        room_id=room_id, manifest_digest=view.digest, complete=view.complete,
+        missing_signatures=list(view.missing),
+        queries=Queries(runs_total=len(runs),
+                        runs_last_7d=sum(1 for r in runs if r.created_at >= week),
+                        by_state=dict(Counter(r.state for r in runs))),
+        turnaround=_turnaround(runs),
+        privacy=Privacy(default_min_group_size=view.manifest.default_min_group_size,
+                        datasets=datasets,
+                        log=LogPosture(size=len(leaves),
+                                       checkpoint_size=0 if cp is None else cp.tree_size,
+                                       verified_complete=verified)),
+        utility=Utility(feedback=len(feedback), changed_decision=changed,
+                        share_changed=changed / len(feedback) if feedback else None),
+        match_rate=MatchRate(reports=len(rates), latest=rates[-1] if rates else None,
+                             mean=statistics.fmean(rates) if rates else None),
+        uploads=Uploads(statements=len(uploads), complete=sum(u.complete for u in uploads),
+                        bytes=sum(u.ciphertext_size for u in uploads if u.complete)),
+    )
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(services: Services) -> str:
+    """Every room's metrics in the Prometheus text exposition format (version 0.0.4)."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str,
+               samples: list[tuple[dict[str, str], float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            text = ",".join(f'{k}="{_label(v)}"' for k, v in sorted(labels.items()))
+            lines.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
+
+    with services.db.read() as s:
+        rooms = list(s.scalars(select(Room.room_id).order_by(Room.room_id)))
+        workers = int(s.scalar(select(func.count()).select_from(Worker)) or 0)
+    statuses = [room_status(services, r) for r in rooms]
+    metric("sealroom_rooms", "gauge", "Rooms known to the coordinator.",
+           [({}, float(len(rooms)))])
+    metric("sealroom_workers_provisioned", "gauge", "Provisioned worker attestations.",
+           [({}, float(workers))])
+    metric("sealroom_runs", "gauge", "Runs by room and state.",
+           [({"room": st.room_id, "state": k}, float(v))
+            for st in statuses for k, v in sorted(st.queries.by_state.items())])
+    metric("sealroom_run_turnaround_seconds", "summary",
+           "Request to signed result, per room.",
+           [({"room": st.room_id, "quantile": q}, v)
+            for st in statuses for q, v in (("0.5", st.turnaround.median_s),
+                                            ("0.95", st.turnaround.p95_s)) if v is not None])
+    metric("sealroom_epsilon_spent", "gauge", "Epsilon charged per dataset (from the log).",
+           [({"room": st.room_id, "dataset": d.dataset}, float(d.epsilon_spent))
+            for st in statuses for d in st.privacy.datasets])
+    metric("sealroom_epsilon_left", "gauge", "Epsilon budget left per dataset.",
+           [({"room": st.room_id, "dataset": d.dataset}, float(d.epsilon_left))
+            for st in statuses for d in st.privacy.datasets])
+    metric("sealroom_log_entries", "gauge", "Entries in the room log.",
+           [({"room": st.room_id}, float(st.privacy.log.size)) for st in statuses])
+    metric("sealroom_upload_bytes", "gauge", "Bytes of complete sealed uploads.",
+           [({"room": st.room_id}, float(st.uploads.bytes)) for st in statuses])
+    metric("sealroom_feedback_changed_decision", "gauge",
+           "Recipient feedback saying an output changed a decision.",
+           [({"room": st.room_id}, float(st.utility.changed_decision)) for st in statuses])
+    http = services.counters.get("http", {})
+    metric("sealroom_http_requests_total", "counter", "HTTP requests by status class.",
+           [({"status": k}, float(v)) for k, v in sorted(http.items())])
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""HTTP routes, one small module per resource; all mounted under ``/v1`` by the app."""

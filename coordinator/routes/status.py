@@ -1,0 +1,42 @@
+"""Room status metrics, ``/metrics`` (Prometheus text) and ``/healthz``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import select, text
+
+from coordinator.auth import CallerDep, ServicesDep, party_in_room
+from coordinator.errors import Forbidden
+from coordinator.metrics import RoomStatus, prometheus_text, room_status
+from coordinator.schemas import ERRORS, Health
+from coordinator.storage.models import Worker
+
+router = APIRouter(tags=["status"], responses=ERRORS)
+root = APIRouter(tags=["status"], responses=ERRORS)
+
+
+@router.get("/rooms/{room_id}/status", response_model=RoomStatus)
+def get_status(room_id: str, caller: CallerDep, services: ServicesDep) -> RoomStatus:
+    """Match rate, query volume and turnaround, privacy posture, output utility."""
+    party_in_room(services, room_id, caller)
+    return room_status(services, room_id)
+
+
+@root.get("/metrics", response_class=PlainTextResponse,
+          responses={200: {"content": {"text/plain": {}}}})
+def metrics(caller: CallerDep, services: ServicesDep) -> PlainTextResponse:
+    """Prometheus text format (operator token required)."""
+    if not caller.admin:
+        raise Forbidden("metrics need the admin token")
+    return PlainTextResponse(prometheus_text(services),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@root.get("/healthz", response_model=Health)
+def healthz(services: ServicesDep) -> Health:
+    """Liveness: the database answers; whether a worker is provisioned."""
+    with services.db.read() as s:
+        s.execute(text("SELECT 1"))
+        provisioned = s.scalars(select(Worker).limit(1)).first() is not None
+    return Health(status="ok", database=True, worker_provisioned=provisioned)

@@ -1,0 +1,200 @@
+"""The coordinator's tables (SQLAlchemy 2 declarative models).
+
+Signed objects are stored as the canonical JSON of their envelopes (``Text``), exactly as they
+were verified; sealed bytes live in the blob store and are referred to by SHA-256.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+HEX = 64
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the coordinator's schema."""
+
+
+class Room(Base):
+    """A room: its manifest envelope with every valid party signature received so far."""
+
+    __tablename__ = "rooms"
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    manifest_digest: Mapped[str] = mapped_column(String(HEX))
+    envelope: Mapped[str] = mapped_column(Text)
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    submitter: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    updated_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class RoomParty(Base):
+    """Who may see a room: each party's name and raw signing key (hex)."""
+
+    __tablename__ = "room_parties"
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.room_id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    signing_key: Mapped[str] = mapped_column(String(HEX), index=True)
+
+
+class Challenge(Base):
+    """A single-use authentication nonce handed to a signing key."""
+
+    __tablename__ = "auth_challenges"
+    nonce: Mapped[str] = mapped_column(String(HEX), primary_key=True)
+    signing_key: Mapped[str] = mapped_column(String(HEX))
+    audience: Mapped[str] = mapped_column(String(400))
+    expires_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class Token(Base):
+    """A bearer token (stored as its SHA-256) bound to a signing key, with an expiry."""
+
+    __tablename__ = "auth_tokens"
+    token_hash: Mapped[str] = mapped_column(String(HEX), primary_key=True)
+    signing_key: Mapped[str] = mapped_column(String(HEX))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(), index=True)
+
+
+class Worker(Base):
+    """A provisioned worker: its published attestation and its sealed key (opaque here)."""
+
+    __tablename__ = "workers"
+    attestation_digest: Mapped[str] = mapped_column(String(HEX), primary_key=True)
+    attestation: Mapped[str] = mapped_column(Text)
+    sealed_key: Mapped[bytes] = mapped_column(LargeBinary)
+    image_id: Mapped[str] = mapped_column(String(200))
+    isolation: Mapped[str] = mapped_column(String(16))
+    current: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class UploadRow(Base):
+    """A signed upload statement and whether its ciphertext has arrived."""
+
+    __tablename__ = "uploads"
+    digest: Mapped[str] = mapped_column(String(HEX), primary_key=True)
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.room_id"), index=True)
+    dataset: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    owner: Mapped[str] = mapped_column(String(64))
+    ciphertext_digest: Mapped[str] = mapped_column(String(HEX))
+    ciphertext_size: Mapped[int] = mapped_column(BigInteger)
+    envelope: Mapped[str] = mapped_column(Text)
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    __table_args__ = (UniqueConstraint("room_id", "dataset", "version"),)
+
+
+class BundleRow(Base):
+    """A submitted query bundle."""
+
+    __tablename__ = "bundles"
+    digest: Mapped[str] = mapped_column(String(HEX), primary_key=True)
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.room_id"), index=True)
+    author: Mapped[str] = mapped_column(String(64))
+    sequence: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(200))
+    envelope: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class ApprovalRow(Base):
+    """A party's approval or revocation of one bundle."""
+
+    __tablename__ = "approvals"
+    digest: Mapped[str] = mapped_column(String(HEX), primary_key=True)
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.room_id"))
+    bundle_digest: Mapped[str] = mapped_column(String(HEX), index=True)
+    party: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    issued_at: Mapped[str] = mapped_column(String(32))
+    expires: Mapped[str] = mapped_column(String(32))
+    envelope: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class RunRow(Base):
+    """A run: queued → running → exactly one of succeeded, refused, failed."""
+
+    __tablename__ = "runs"
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.room_id"))
+    bundle_digest: Mapped[str] = mapped_column(String(HEX))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requester_key: Mapped[str] = mapped_column(String(HEX))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    message: Mapped[str] = mapped_column(String(500), default="")
+    receipt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    recipients: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    __table_args__ = (
+        UniqueConstraint("room_id", "requester_key", "idempotency_key"),
+        Index("ix_runs_room_state", "room_id", "state"),
+    )
+
+
+class OutputRow(Base):
+    """A sealed output of a run for one recipient (bytes in the blob store)."""
+
+    __tablename__ = "outputs"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ciphertext_digest: Mapped[str] = mapped_column(String(HEX))
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class LogEntryRow(Base):
+    """One worker-signed entry of a room's log; ``(room_id, idx)`` is the append CAS."""
+
+    __tablename__ = "log_entries"
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.room_id"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[str] = mapped_column(String(64))
+    leaf_hash: Mapped[str] = mapped_column(String(HEX))
+    envelope: Mapped[str] = mapped_column(Text)
+
+
+class CheckpointRow(Base):
+    """A worker-signed checkpoint of a room's log."""
+
+    __tablename__ = "checkpoints"
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.room_id"), primary_key=True)
+    tree_size: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root_hash: Mapped[str] = mapped_column(String(HEX))
+    envelope: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class Feedback(Base):
+    """A recipient's word on a run's output: did it change a decision; an optional match rate."""
+
+    __tablename__ = "feedback"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
+    party: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64), index=True)
+    changed_decision: Mapped[bool] = mapped_column(Boolean)
+    match_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
