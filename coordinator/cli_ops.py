@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,24 +94,58 @@ def provision(settings: Any) -> WorkerInfo:
     )
 
 
-def provision_worker(url: str, admin_token: str, data_dir: Path, launcher: str) -> WorkerInfo:
-    """Provision the worker of the coordinator at ``url`` whose data folder is ``data_dir``
-    (the demo's embedded coordinator)."""
-    del url, admin_token  # provisioning goes through the coordinator's database and launcher
-    return provision(settings_from(argparse.Namespace(data_dir=str(data_dir), launcher=launcher)))
+def _http(method: str, url: str, **kwargs: Any) -> Any:
+    import httpx
+
+    from sdk.errors import NetworkError, error_for_code
+
+    try:
+        answer = httpx.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise NetworkError(f"coordinator unreachable ({type(exc).__name__})") from exc
+    if answer.status_code >= 400:
+        try:
+            err = answer.json()["error"]
+            code, message = str(err["code"]), str(err["message"])
+        except (ValueError, KeyError, TypeError):
+            raise NetworkError(f"coordinator answered HTTP {answer.status_code}") from None
+        raise error_for_code(code, message)
+    return answer.json()
+
+
+def provision_remote(url: str, admin_token: str, platform_key_file: Path | None = None
+                     ) -> WorkerInfo:
+    """Ask the coordinator at ``url`` to provision a worker (``POST /v1/admin/workers``, admin
+    token); its platform key comes from ``platform_key_file`` (an operator on the host) or
+    ``GET /v1/platform``."""
+    info = _http("POST", f"{url}/v1/admin/workers", timeout=900,
+                 headers={"Authorization": f"Bearer {admin_token}"})
+    if platform_key_file is not None:
+        from coordinator.worker import platform_public_key
+
+        platform_key = platform_public_key(platform_key_file).hex()
+    else:
+        platform_key = str(_http("GET", f"{url}/v1/platform", timeout=30)["platform_key"])
+    envelope = Envelope.from_dict(info["envelope"])
+    attestation = Attestation.from_dict(parse_json(envelope.payload))
+    return WorkerInfo(
+        attestation=envelope,
+        platform_key=platform_key,
+        image_id=attestation.measurement.image_id,
+        code_digest=attestation.measurement.code_digest,
+        isolation=attestation.isolation,
+    )
 
 
 def _serve(ctx: Context, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from coordinator.app import create_app
+    from coordinator.serve import serve
 
     settings = settings_from(args)
     if settings.launcher == "process":
         ctx.note("WARNING: process launcher — workers run UNISOLATED (development only)")
-    app = create_app(settings)
     ctx.note(f"sealroom coordinator on http://{args.host}:{args.port} (data in {settings.data_dir})")
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    overrides = {k: v for k, v in _overrides(args).items() if k != "data_dir"}
+    serve(settings.data_dir, args.host, args.port, log_level=args.log_level, **overrides)
     return 0
 
 
@@ -127,7 +162,13 @@ def _build(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _provision(ctx: Context, args: argparse.Namespace) -> int:
-    info = provision(settings_from(args))
+    if args.data_dir:
+        info = provision(settings_from(args))
+    else:
+        token = os.environ.get("SEALROOM_ADMIN_TOKEN")
+        if not token:
+            raise ConfigError("give --data-dir, or --coordinator URL with SEALROOM_ADMIN_TOKEN")
+        info = provision_remote(ctx.coordinator_url(), token)
     for line in info.describe():
         ctx.say(line)
     if info.isolation == "none":
@@ -157,7 +198,8 @@ def parser_for(command: str) -> argparse.ArgumentParser:
         build.add_argument("--relock", action="store_true")
         build.set_defaults(run=_build)
         prov = sub.add_parser("provision", help="provision and publish a worker")
-        prov.add_argument("--data-dir", help="the coordinator's data folder ($SEALROOM_DATA_DIR)")
+        prov.add_argument("--data-dir", help="provision directly in this coordinator data folder "
+                          "(default: ask --coordinator URL, admin token $SEALROOM_ADMIN_TOKEN)")
         prov.add_argument("--database-url")
         prov.add_argument("--launcher", choices=("docker", "process"))
         prov.add_argument("--worker-image")

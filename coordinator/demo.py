@@ -233,7 +233,7 @@ def _field(text: str, prefix: str) -> str:
 
 def run_demo(demo: Demo) -> int:
     """The narrated study; see the module docstring."""
-    from coordinator.cli_ops import provision_worker
+    from coordinator.cli_ops import provision_remote
 
     demo.say("sealroom demo: a B2B SaaS brand and a publisher measure their audience overlap "
              "and the campaign's incrementality without showing each other a single row.")
@@ -246,8 +246,9 @@ def run_demo(demo: Demo) -> int:
     with coordinator_process(demo):
         demo.say(f"coordinator {demo.url} (SQLite in {demo.work / 'coordinator'}, "
                  f"{demo.launcher} launcher)")
-        worker = provision_worker(demo.url, demo.admin_token, demo.work / "coordinator",
-                                  demo.launcher)
+        demo.say("[operator] $ sealroom worker provision   (POST /v1/admin/workers)")
+        worker = provision_remote(demo.url, demo.admin_token,
+                                  demo.work / "coordinator" / "platform.key")
         for line in worker.describe():
             demo.say(f"    {line}")
         _study(demo, worker.platform_key, worker.image_id, worker.code_digest)

@@ -1,0 +1,22 @@
+"""``sealroom demo`` as a user runs it (a real process, its own embedded coordinator process),
+shrunk to a few thousand rows and the process launcher so it fits in ``make test``."""
+
+from __future__ import annotations
+
+import re
+
+from tests.cli.conftest import ok, sealroom
+
+
+def test_demo_runs_the_whole_study(tmp_path) -> None:
+    res = ok(sealroom("demo", "--rows", "4000", "--launcher", "process", "--workdir",
+                      str(tmp_path / "demo"), timeout=900))
+    out = res.out
+    assert "UNISOLATED process launcher" in out
+    for figure in ("left_match_rate", "right_match_rate", "absolute_lift", "relative_lift"):
+        assert figure in out, figure
+    assert len(re.findall(r"receipt of run \S+ in room brand-x-publisher: VALID", out)) == 2
+    assert "log VERIFIED" in out
+    assert "receipts    3 of 3 verified and included" in out or "receipts" in out
+    assert "the whole study took" in out
+    assert "Traceback" not in res.err

@@ -1,0 +1,241 @@
+"""The whole study through real ``sealroom`` processes and a real coordinator process
+(process launcher): keys, room, uploads, template bundles, review, approvals, runs, results,
+receipts, the log — and the error paths a user meets on the way: a dataset that does not match
+its schema, a wrong key, a bundle one party has not approved, a revoked approval, a tampered
+receipt, a coordinator that rolls its log back and then forks it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from coordinator.demo import free_port, room_toml
+from coordinator.demo_data import generate
+from tests.cli.conftest import REPO, Result, fails, ok, sealroom
+
+ROOM = "brand-x-publisher"
+ADMIN = "test-admin-token-0123456789"
+
+
+class Server:
+    """``sealroom coordinator serve`` as a child process (restartable on the same port)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "SEALROOM_ADMIN_TOKEN": ADMIN}
+        log = open(self.data_dir.parent / "coordinator.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sdk.cli", "coordinator", "serve", "--data-dir",
+             str(self.data_dir), "--port", str(self.port), "--launcher", "process"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        for _ in range(300):
+            assert self.proc.poll() is None, (self.data_dir.parent / "coordinator.log").read_text()
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("coordinator did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class World:
+    def __init__(self, root: Path, server: Server) -> None:
+        self.root = root
+        self.server = server
+        self.bundles: dict[str, str] = {}
+        self.runs: dict[str, str] = {}
+
+    def home(self, who: str) -> Path:
+        return self.root / f"home-{who}"
+
+    def cli(self, who: str, *args: str) -> Result:
+        return sealroom("--coordinator", self.server.url, *args, home=self.home(who))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("flow")
+    (root / "coordinator").mkdir()
+    server = Server(root / "coordinator")
+    server.start()
+    w = World(root, server)
+    try:
+        yield w
+    finally:
+        server.stop()
+
+
+def _field(text: str, pattern: str) -> str:
+    match = re.search(pattern, text)
+    assert match, text
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def room(world: World) -> World:
+    """Worker provisioned, keys made, room signed by both and submitted, data uploaded."""
+    prov = ok(sealroom("worker", "provision", "--data-dir", str(world.server.data_dir),
+                       "--launcher", "process"))
+    platform = _field(prov.out, r"platform key\s+([0-9a-f]{64})")
+    image = _field(prov.out, r"measurement\s+image (\S+)")
+    code = _field(prov.out, r"code\s+([0-9a-f]{64})")
+    for party in ("brand", "publisher"):
+        ok(world.cli(party, "keys", "new", party))
+    toml = room_toml(world.home("brand") / "keys" / "brand.pub",
+                     world.home("publisher") / "keys" / "publisher.pub",
+                     platform, image, code, unisolated=True)
+    (world.root / "room.toml").write_text(toml)
+    manifest = world.root / "room.manifest.json"
+    ok(world.cli("brand", "room", "new", str(world.root / "room.toml"), "-o", str(manifest)))
+    ok(world.cli("brand", "room", "sign", str(manifest)))
+    ok(world.cli("brand", "room", "submit", str(manifest)))
+    ok(world.cli("publisher", "room", "sign", str(manifest)))
+    ok(world.cli("publisher", "room", "submit", str(manifest)))
+    ok(world.cli("brand", "room", "verify", str(manifest)))
+    data = generate(world.root / "data", brand_rows=3000, publisher_rows=3750, overlap=1500)
+    ok(world.cli("brand", "data", "upload", str(data.brand_csv), "--dataset", "customers"))
+    ok(world.cli("publisher", "data", "upload", str(data.publisher_csv), "--dataset", "visitors"))
+    out = ok(world.cli("brand", "bundle", "new", "--template", "overlap", "--param",
+                       "left=customers", "--param", "right=visitors", "--recipient", "brand",
+                       "--recipient", "publisher", "-o", str(world.root / "overlap.json"))).out
+    world.bundles["overlap"] = _field(out, r"bundle ([0-9a-f]{64})")
+    out = ok(world.cli("brand", "bundle", "new", "--template", "incrementality", "--param",
+                       "exposure=visitors", "--param", "conversions=customers", "--param",
+                       "epsilon=1", "--recipient", "brand", "-o",
+                       str(world.root / "lift.json"))).out
+    world.bundles["lift"] = _field(out, r"bundle ([0-9a-f]{64})")
+    for name in ("overlap", "lift"):
+        ok(world.cli("brand", "bundle", "submit", str(world.root / f"{name}.json")))
+    return world
+
+
+def test_schema_mismatch_is_refused_before_upload(room: World) -> None:
+    bad = room.root / "bad.csv"
+    bad.write_text("email,plan,employees,converted\na@b.com,team,3,1\n")  # arr is missing
+    fails(room.cli("brand", "data", "upload", str(bad), "--dataset", "customers"), "E_INPUT", 2)
+
+
+def test_wrong_key_cannot_upload_or_sign_for_a_party(room: World) -> None:
+    impostor = room.root / "impostor"
+    ok(sealroom("keys", "new", "brand", "--out", str(impostor)))
+    csv = room.root / "data" / "customers.csv"
+    res = room.cli("brand", "--key", str(impostor / "brand.key"), "data", "upload", str(csv),
+                   "--dataset", "customers")
+    fails(res, "E_", None)
+    assert res.code in (3, 13), res.err  # E_SIGNATURE or E_AUTH
+    fails(room.cli("publisher", "data", "upload", str(csv), "--dataset", "customers"),
+          "E_SIGNATURE", 3)
+
+
+def test_review_shows_cost_and_risks(room: World) -> None:
+    out = ok(room.cli("publisher", "bundle", "review", room.bundles["lift"])).out
+    assert "template incrementality (code regenerated and identical)" in out
+    assert "epsilon 1, delta 0 per run" in out or "epsilon 1" in out
+    assert re.search(r"customers\s+4\s+0\s+4\s+1\s+4", out), out
+    assert "risk report" in out and "not yet" in out
+    out = ok(room.cli("publisher", "bundle", "review", room.bundles["overlap"])).out
+    assert "NO DIFFERENTIAL PRIVACY" in out
+
+
+def test_unapproved_bundle_is_refused(room: World) -> None:
+    ok(room.cli("brand", "bundle", "approve", room.bundles["lift"]))
+    res = fails(room.cli("brand", "run", room.bundles["lift"]), "E_SIGNATURE", 3)
+    assert "publisher" in res.err
+
+
+def test_approved_runs_and_results(room: World) -> None:
+    ok(room.cli("publisher", "bundle", "approve", room.bundles["lift"]))
+    for party in ("brand", "publisher"):
+        ok(room.cli(party, "bundle", "approve", room.bundles["overlap"]))
+    for name in ("lift", "overlap"):
+        out = ok(room.cli("brand", "run", room.bundles[name])).out
+        room.runs[name] = _field(out, r"run (\S+): succeeded")
+    res = ok(room.cli("brand", "result", "get", room.runs["lift"], "-o",
+                      str(room.root / "lift.csv")))
+    assert "absolute_lift" in res.out and "receipt verified" in res.out
+    assert (room.root / "lift.csv").read_text().startswith("figure,value")
+    res = ok(room.cli("publisher", "result", "get", room.runs["overlap"], "-o",
+                      str(room.root / "overlap.parquet")))
+    assert "right_match_rate" in res.out
+    # the publisher is not a recipient of the lift result
+    res = room.cli("publisher", "result", "get", room.runs["lift"])
+    assert res.code != 0 and "Traceback" not in res.err
+    ok(room.cli("brand", "feedback", room.runs["lift"], "--changed-decision", "yes"))
+    ok(room.cli("brand", "room", "status"))
+
+
+def test_revoked_approval_stops_the_bundle(room: World) -> None:
+    ok(room.cli("publisher", "bundle", "revoke", room.bundles["overlap"], "--reason", "enough"))
+    res = fails(room.cli("brand", "run", room.bundles["overlap"]), "E_SIGNATURE", 3)
+    assert "revoked" in res.err
+
+
+def test_receipts_verify_offline_and_tampering_is_caught(room: World) -> None:
+    manifest = str(room.root / "room.manifest.json")
+    receipts = room.home("brand") / "rooms" / ROOM / "receipts"
+    for run_id in room.runs.values():
+        out = ok(sealroom("receipt", "verify", str(receipts / f"{run_id}.json"), "--manifest",
+                          manifest, home=room.root / "home-auditor")).out
+        assert "VALID" in out
+    data = json.loads((receipts / f"{room.runs['lift']}.json").read_text())
+    payload = json.loads(base64.b64decode(data["receipt"]["payload"]))
+    payload["privacy"]["epsilon_charged"] = "0.1"
+    data["receipt"]["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    (room.root / "tampered.json").write_text(json.dumps(data))
+    fails(sealroom("receipt", "verify", str(room.root / "tampered.json"), "--manifest",
+                   manifest), "E_")
+
+
+def test_log_rollback_and_fork_are_reported(room: World) -> None:
+    db = room.server.data_dir / "sealroom.db"
+    ok(room.cli("publisher", "log", "verify"))
+    # the operator snapshots its database, the room moves on, the auditor sees the new head
+    snapshot = room.root / "snapshot.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(snapshot) as dst:
+        src.backup(dst)
+    ok(room.cli("brand", "run", room.bundles["lift"]))
+    ok(room.cli("brand", "run", room.bundles["lift"]))
+    out = ok(room.cli("publisher", "log", "verify")).out
+    assert "extends the checkpoint seen before" in out
+    # ... then restores the old database: a rollback
+    room.server.stop()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(snapshot, db)
+    room.server.start()
+    res = fails(room.cli("publisher", "log", "verify"), "E_LOG", 6)
+    assert "rollback" in res.err
+    # ... and grows a different history past the old head: a fork
+    for _ in range(3):
+        ok(room.cli("brand", "run", room.bundles["lift"]))
+    res = fails(room.cli("publisher", "log", "verify"), "E_LOG", 6)
+    assert "fork" in res.err
