@@ -76,9 +76,11 @@ class FixedPoint:
             ctx.prec = 80
             return Decimal(value) * self.quantum
 
-    def sql(self, column: str) -> str:
-        """DuckDB expression mapping ``column`` to its clamped fixed-point BIGINT."""
-        x = f"TRY_CAST({quote(column)} AS DOUBLE)"
+    def sql(self, column: str, source: pa.DataType) -> str:
+        """DuckDB expression mapping ``column`` (of Arrow type ``source``) to its clamped
+        fixed-point BIGINT. Float columns are tested for NaN; others cannot hold one."""
+        is_float = bool(pa.types.is_floating(source))
+        x = quote(column) if pa.types.is_float64(source) else f"CAST({quote(column)} AS DOUBLE)"
         lo_real = float(self.to_real(self.lower))
         hi_real = float(self.to_real(self.upper))
         factor = float(1 / self.quantum) if self.quantum < 1 else None
@@ -87,8 +89,9 @@ class FixedPoint:
             if factor is not None
             else f"greatest({lo_real!r}, least({hi_real!r}, {x})) / {float(self.quantum)!r}"
         )
+        missing = f"{x} IS NULL OR isnan({x})" if is_float else f"{x} IS NULL"
         return (
-            f"CASE WHEN {x} IS NULL OR isnan({x}) THEN CAST({self.impute} AS BIGINT) "
+            f"CASE WHEN {missing} THEN CAST({self.impute} AS BIGINT) "
             f"ELSE greatest(CAST({self.lower} AS BIGINT), least(CAST({self.upper} AS BIGINT), "
             f"CAST(round({scaled}) AS BIGINT))) END"
         )
@@ -176,15 +179,17 @@ def exact_aggregate(
         con.register("t", table)
         gs = [f"g{i}" for i in range(len(group_columns))]
         ms = [f"m{i}" for i in range(len(measures))]
-        select = [f"{quote(unit)} AS u", f"{_bucket(unit)} AS h"]
+        select = [f"{quote(unit)} AS u"]
         for c, g in zip(group_columns, gs, strict=True):
             native = _native_groupable(table.schema.field(c).type)
             select.append(f"{quote(c)} AS {g}" if native else f"CAST({quote(c)} AS VARCHAR) AS {g}")
-        select += [fp.sql(c) + f" AS {m}" for (c, fp), m in zip(measures, ms, strict=True)]
-        con.sql(
-            f"CREATE TEMP VIEW src AS SELECT {', '.join(select)} FROM t "  # noqa: S608
-            f"WHERE {quote(unit)} IS NOT NULL"
-        )
+        select += [
+            fp.sql(c, table.schema.field(c).type) + f" AS {m}"
+            for (c, fp), m in zip(measures, ms, strict=True)
+        ]
+        projection = ", ".join(select)
+        not_null = f"{quote(unit)} IS NOT NULL"
+        con.sql(f"CREATE TEMP VIEW src AS SELECT {projection} FROM t WHERE {not_null}")  # noqa: S608
         group_by = f"GROUP BY {', '.join(gs)}" if gs else ""
         gsel = "".join(f"{g}, " for g in gs)
         sums = ", ".join(["count(*) AS n", *[f"sum({m}) AS s{i}" for i, m in enumerate(ms)]])
@@ -193,13 +198,19 @@ def exact_aggregate(
         if buckets is None:
             body = f"SELECT {gsel}{sums} FROM src {group_by}"  # noqa: S608
         else:
+            # rows of units that may have several rows: filter first, then project (cheap)
             con.register("buckets", buckets)
-            order = ", ".join([*gs, *ms]) or "h"
+            con.sql(
+                f"CREATE TEMP TABLE multi AS SELECT {projection} FROM "  # noqa: S608
+                f"(SELECT * FROM t WHERE {not_null} AND {_bucket(unit)} IN "
+                f"(SELECT h FROM buckets)) AS t"
+            )
+            order = ", ".join([*gs, *ms]) or "u"
             pair_sums = ", ".join(f"sum({m}) AS {m}" for m in ms)
             pair_select = ", ".join(["u", *gs, *([pair_sums] if ms else [])])
+            total_sums = ", ".join(["sum(n) AS n", *[f"sum(s{i}) AS s{i}" for i in range(len(ms))]])
             body = f"""
                 WITH total AS (SELECT {gsel}{sums} FROM src {group_by}),
-                multi AS (SELECT * FROM src SEMI JOIN buckets USING (h)),
                 raw AS (SELECT {gsel}{neg} FROM multi {group_by}),
                 kept AS (SELECT * FROM multi QUALIFY row_number() OVER (
                          PARTITION BY u ORDER BY hash({order}), {order}) <= {int(max_contributions)}),
@@ -207,8 +218,7 @@ def exact_aggregate(
                 bounded AS (SELECT {gsel}{sums} FROM pairs {group_by}),
                 parts AS (SELECT * FROM total UNION ALL SELECT * FROM raw
                           UNION ALL SELECT * FROM bounded)
-                SELECT {gsel}{", ".join(["sum(n) AS n", *[f"sum(s{i}) AS s{i}" for i in range(len(ms))]])}
-                FROM parts {group_by}"""  # noqa: S608
+                SELECT {gsel}{total_sums} FROM parts {group_by}"""  # noqa: S608
         cast = [f"CAST({g} AS VARCHAR) AS {g}" for g in gs]
         outer = ", ".join([*cast, "n", *[f"s{i}" for i in range(len(ms))]])
         filters = ["n > 0"]
