@@ -207,7 +207,10 @@ def _decide(ctx: Context, args: argparse.Namespace, decision: str) -> int:
         reason=args.reason or "",
         valid_days=args.valid_days,
     )
-    ctx.client().submit_approval(room.room_id, approval)
+    if decision == "approve":
+        ctx.client().submit_approval(room.room_id, approval)
+    else:
+        ctx.client().submit_revocation(room.room_id, approval)
     verb = "approved" if decision == "approve" else "revoked"
     ctx.say(f"{key.name} {verb} bundle {short(envelope.digest())} ({bundle.title})")
     return 0

@@ -43,6 +43,11 @@ def output_binding(room_id: str, run_id: str, recipient: str) -> dict[str, str]:
     return {"room_id": room_id, "run_id": run_id, "recipient": recipient}
 
 
+def run_state(run: dict[str, Any]) -> str:
+    """A run's state as the coordinator reports it (``state``, or ``status``)."""
+    return str(run.get("state") or run.get("status") or "unknown")
+
+
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     """Start a run of an approved bundle and wait for its end."""
     room = load_room(ctx, args.room)
@@ -52,12 +57,14 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     run_id = str(run["run_id"])
     ctx.note(f"run {run_id} of {short(envelope.digest())} ({bundle.title}) queued")
     deadline = time.monotonic() + args.timeout
-    while str(run.get("status")) not in TERMINAL and not args.no_wait:
+    while run_state(run) not in TERMINAL and not args.no_wait:
         if time.monotonic() > deadline:
-            raise NotFoundError(f"run {run_id} not finished after {args.timeout}s (still {run.get('status')})")
+            raise NotFoundError(
+                f"run {run_id} not finished after {args.timeout}s (still {run_state(run)})"
+            )
         time.sleep(0.25)
         run = client.run(room.room_id, run_id)
-    status = str(run.get("status"))
+    status = run_state(run)
     ctx.say(f"run {run_id}: {status}")
     if status in ("refused", "failed"):
         code = str(run.get("error_code") or "E_INTERNAL")

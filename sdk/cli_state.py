@@ -102,14 +102,15 @@ def verify_workers(
 
 
 def current_worker(room: PinnedRoom, envelopes: Sequence[Envelope]) -> VerifiedWorker:
-    """The worker to seal to: the newest published attestation, which the manifest must accept.
+    """The worker to seal to: the current one (the coordinator lists it first), which the
+    manifest must accept.
 
     Raises ``AttestationError`` (nothing is sealed) when it is not accepted.
     """
     if not envelopes:
         raise AttestationError("the coordinator publishes no worker attestation for this room")
-    newest = envelopes[-1]
-    return VerifiedWorker(newest, verify_attestation(newest, room.manifest))
+    current = envelopes[0]
+    return VerifiedWorker(current, verify_attestation(current, room.manifest))
 
 
 def worker_signing_keys(workers: Sequence[VerifiedWorker]) -> dict[str, bytes]:
