@@ -170,7 +170,8 @@ class RunInfo(Strict):
     room_id: str
     bundle_digest: str
     requested_by: str
-    state: Literal["queued", "running", "succeeded", "refused", "failed"]
+    status: Literal["queued", "running", "succeeded", "refused", "failed"]
+    has_receipt: bool
     error_code: str | None
     message: str
     log_index: int | None
@@ -191,6 +192,7 @@ class ReceiptInfo(Strict):
 
 class FeedbackRequest(Strict):
     changed_decision: bool
+    note: str = Field(default="", max_length=2000)
     match_rate: str | None = Field(
         default=None, pattern=r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$", description="0..1, decimal"
     )

@@ -80,7 +80,8 @@ def approval_info(row: ApprovalRow) -> ApprovalInfo:
 def run_info(row: RunRow) -> RunInfo:
     return RunInfo(
         run_id=row.run_id, room_id=row.room_id, bundle_digest=row.bundle_digest,
-        requested_by=row.requested_by, state=row.state,  # type: ignore[arg-type]
+        requested_by=row.requested_by, status=row.state,  # type: ignore[arg-type]
+        has_receipt=row.receipt is not None,
         error_code=row.error_code, message=row.message or "", log_index=row.log_index,
         recipients=[r for r in row.recipients.split(",") if r],
         created_at=iso(row.created_at),

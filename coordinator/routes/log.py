@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from coordinator.auth import CallerDep, ServicesDep, party_in_room
 from coordinator.logstore import (
+    checkpoint_of,
     consistency,
     entry_rows,
     inclusion,
@@ -54,11 +55,16 @@ def _checkpoint(room_id: str, row: CheckpointRow | None) -> CheckpointInfo:
 
 
 @router.get("/checkpoint", response_model=CheckpointInfo)
-def get_checkpoint(room_id: str, caller: CallerDep, services: ServicesDep) -> CheckpointInfo:
-    """The newest worker-signed checkpoint (``envelope`` is null for an empty log)."""
+def get_checkpoint(room_id: str, caller: CallerDep, services: ServicesDep,
+                   tree_size: Annotated[int | None, Query(ge=1, le=2**40)] = None
+                   ) -> CheckpointInfo:
+    """The newest worker-signed checkpoint, or the one of ``tree_size`` (``envelope`` is null
+    for an empty log)."""
     party_in_room(services, room_id, caller)
     with services.db.read() as s:
-        return _checkpoint(room_id, latest_checkpoint(s, room_id))
+        if tree_size is None:
+            return _checkpoint(room_id, latest_checkpoint(s, room_id))
+        return _checkpoint(room_id, checkpoint_of(s, room_id, tree_size))
 
 
 @router.get("/checkpoints", response_model=list[CheckpointInfo])

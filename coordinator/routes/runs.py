@@ -115,8 +115,8 @@ def post_feedback(room_id: str, run_id: str, body: FeedbackRequest, caller: Call
         if row is None:
             row = Feedback(run_id=run_id, party=party, room_id=room_id,
                            changed_decision=body.changed_decision, match_rate=rate,
-                           created_at=utcnow())
+                           note=body.note, created_at=utcnow())
             s.add(row)
-        row.changed_decision, row.match_rate = body.changed_decision, rate
+        row.changed_decision, row.match_rate, row.note = body.changed_decision, rate, body.note
     return FeedbackInfo(run_id=run_id, party=party, changed_decision=body.changed_decision,
                         match_rate=body.match_rate)

@@ -197,4 +197,5 @@ class Feedback(Base):
     room_id: Mapped[str] = mapped_column(String(64), index=True)
     changed_decision: Mapped[bool] = mapped_column(Boolean)
     match_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    note: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime())
