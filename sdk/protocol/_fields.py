@@ -15,9 +15,10 @@ from sdk.errors import InputError
 
 T = TypeVar("T")
 
-_DECIMAL_RE = re.compile(r"^-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$")
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
-_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+# \Z, not $: "$" also matches before a trailing newline ("alice\n" is not a name)
+_DECIMAL_RE = re.compile(r"^-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?\Z")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}\Z")
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 MAX_STR = 1 << 20
 
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from sdk.errors import InputError
 
-_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+# ASCII digits only (\d also matches other scripts' digits) and \Z (no trailing newline)
+_TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\Z")
 
 
 def format_time(moment: datetime) -> str:

@@ -36,6 +36,8 @@ from sdk.protocol.canonical import canonical_json, parse_json
 KEY_FILE_TYPE = "sealroom-party-key"
 KEY_FILE_MAX_BYTES = 64 * 1024
 _SCRYPT_N = 2**15
+_SCRYPT_MIN_N = 2**10
+_SCRYPT_MAX_N = 2**17
 
 
 def keyid(public_key: bytes) -> str:
@@ -212,7 +214,7 @@ class PartyKey:
         """
         d = expect_mapping(parse_json(data, max_bytes=KEY_FILE_MAX_BYTES), "key file")
         check_keys(d, "key file", ["type", "version", "public", "private"])
-        if d["type"] != KEY_FILE_TYPE or d["version"] != 1:
+        if d["type"] != KEY_FILE_TYPE or type(d["version"]) is not int or d["version"] != 1:
             raise InputError("key file: not a sealroom party key (version 1)")
         public = PublicIdentity.from_dict(d["public"], "key file.public")
         private = expect_mapping(d["private"], "key file.private")
@@ -220,11 +222,15 @@ class PartyKey:
             if passphrase is None:
                 raise InputError("key file: encrypted; a passphrase is needed")
             kdf = expect_mapping(private.get("kdf"), "key file.private.kdf")
-            try:
-                n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise InputError("key file: bad kdf parameters") from exc
-            if kdf.get("name") != "scrypt" or not (2**10 <= n <= 2**20 and r == 8 and p == 1):
+            n, r, p = kdf.get("n", 0), kdf.get("r", 0), kdf.get("p", 0)
+            # exact integers only; n a power of two (else Scrypt raises ValueError) and capped
+            # so that a crafted file cannot make loading take seconds and a gigabyte
+            if (
+                kdf.get("name") != "scrypt"
+                or not all(type(x) is int for x in (n, r, p))
+                or not (_SCRYPT_MIN_N <= n <= _SCRYPT_MAX_N and n & (n - 1) == 0)
+                or (r, p) != (8, 1)
+            ):
                 raise InputError("key file: unsupported kdf parameters")
             salt = _unb64(kdf.get("salt"), "key file.salt", 16)
             nonce = _unb64(private.get("nonce"), "key file.nonce", 12)
