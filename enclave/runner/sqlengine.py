@@ -16,6 +16,7 @@ read files or run SQL strings (defence in depth: with external access off they f
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
@@ -38,6 +39,7 @@ _QUOTABLE: Final = (
     duckdb.BinderException,
     duckdb.PermissionException,
 )
+_MEMORY_WORDS: Final = re.compile(r"out of memory|allocat|bad_alloc|memory limit", re.I)
 MAX_MESSAGE: Final = 500
 BATCH_ROWS: Final = 1 << 17
 
@@ -109,7 +111,7 @@ def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> frozenset[str]:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise RunnerError(E_QUERY_REJECTED, _first_line(exc)) from None
+        raise _bind_error(exc) from None
     if len(statements) != 1:
         raise RunnerError(E_QUERY_REJECTED, f"exactly one SQL statement is allowed, "
                           f"got {len(statements)}")
@@ -168,10 +170,14 @@ def execute(relation: duckdb.DuckDBPyRelation) -> pa.RecordBatchReader:
 
 
 def execution_error(exc: BaseException) -> RunnerError:
-    """Map an error raised while executing: memory → ``E_RESOURCE``; else type name only."""
+    """Map an error raised while executing: memory → ``E_RESOURCE``; else type name only.
+
+    DuckDB errors that cross the Arrow C stream arrive as ``OSError``/``ArrowException``; their
+    text is inspected (never returned) to recognise allocation failures.
+    """
     if isinstance(exc, MemoryError | duckdb.OutOfMemoryException):
         return RunnerError(E_RESOURCE, "memory limit exceeded")
-    if isinstance(exc, pa.ArrowMemoryError):
+    if isinstance(exc, OSError | pa.ArrowException) and _MEMORY_WORDS.search(str(exc)):
         return RunnerError(E_RESOURCE, "memory limit exceeded")
     name = type(exc).__name__
     return RunnerError(E_QUERY_RUNTIME, name if name.isidentifier() else "Exception")
