@@ -60,6 +60,15 @@ def _map(meas: dp.Measurement | dp.Transformation, d_in: object) -> Any:
     return meas.map(d_in)  # type: ignore[no-untyped-call]
 
 
+def _invoke(meas: dp.Measurement, data: object) -> Any:
+    """Run a measurement; an OpenDP failure (e.g. overflow) becomes ``PrivacyError`` naming only
+    the failure kind, never a value."""
+    try:
+        return meas(data)
+    except dp.OpenDPException as exc:
+        raise PrivacyError(f"OpenDP refused the release ({exc.variant})") from None
+
+
 def _vector_space() -> tuple[dp.Domain, dp.Metric]:
     return dp.vector_domain(dp.atom_domain(T=dp.i64)), dp.l1_distance(T=dp.i64)
 
@@ -124,11 +133,18 @@ def scale_for(sensitivity: int, epsilon: Decimal) -> float:
         return 0.0
     space = _vector_space()
     target = float_at_most(epsilon)
-    return float(
-        dp.binary_search_param(
-            lambda s: dp.m.make_laplace(*space, scale=s), d_in=sensitivity, d_out=target
+    guess = sensitivity / target
+    try:
+        return float(
+            dp.binary_search_param(
+                lambda s: dp.m.make_laplace(*space, scale=s),
+                d_in=sensitivity,
+                d_out=target,
+                bounds=(guess / 2, guess * 2),
+            )
         )
-    )
+    except (dp.OpenDPException, ValueError) as exc:
+        raise PrivacyError("OpenDP found no noise scale for this epsilon") from exc
 
 
 def noisy_vector(values: Sequence[int], sensitivity: int, epsilon: Decimal) -> NoisyRelease:
@@ -147,7 +163,7 @@ def noisy_vector(values: Sequence[int], sensitivity: int, epsilon: Decimal) -> N
     spent = Decimal(_map(meas, sensitivity))
     if spent > epsilon:  # pragma: no cover - binary_search_param guarantees it
         raise PrivacyError("internal: privacy map above the allotted epsilon")
-    out = meas(ints) if ints else []
+    out = _invoke(meas, ints) if ints else []
     return NoisyRelease(
         tuple(int(v) for v in out), scale, sensitivity, accuracy(scale, 0.05), spent
     )
@@ -210,13 +226,16 @@ def threshold_counts(
         return dp.m.make_laplace_threshold(*space, scale=scale, threshold=threshold)
 
     guess = scale_for(k, epsilon)
-    scale = float(
-        dp.binary_search(
-            lambda s: bool(_map(make(s, MAX_THRESHOLD), d_in)[0] <= eps_f),
-            bounds=(guess / 2, guess * 2),
-            T=float,
+    try:
+        scale = float(
+            dp.binary_search(
+                lambda s: bool(_map(make(s, MAX_THRESHOLD), d_in)[0] <= eps_f),
+                bounds=(guess / 2, guess * 2),
+                T=float,
+            )
         )
-    )
+    except (dp.OpenDPException, ValueError) as exc:
+        raise PrivacyError("OpenDP found no noise scale for this epsilon") from exc
     low = max(1, min_threshold)
     if _map(make(scale, MAX_THRESHOLD), d_in)[1] > delta_f:
         raise PrivacyError("delta too small for any threshold")
@@ -234,7 +253,7 @@ def threshold_counts(
     eps_spent, delta_spent = (Decimal(x) for x in _map(meas, d_in))
     if eps_spent > epsilon or delta_spent > delta:  # pragma: no cover - guaranteed above
         raise PrivacyError("internal: privacy map above the allotted epsilon/delta")
-    released = meas({str(key): int(v) for key, v in counts.items()}) if counts else {}
+    released = _invoke(meas, {str(key): int(v) for key, v in counts.items()}) if counts else {}
     return ThresholdRelease(
         counts={str(key): int(v) for key, v in released.items()},
         scale=scale,
