@@ -20,7 +20,7 @@ router = APIRouter(prefix="/rooms/{room_id}", tags=["bundles"], responses=ERRORS
 
 @router.post("/bundles", response_model=BundleInfo, status_code=201,
              openapi_extra=ENVELOPE_BODY)
-def post_bundle(room_id: str, envelope: EnvelopeBody, caller: CallerDep,
+def post_bundle(room_id: str, caller: CallerDep, envelope: EnvelopeBody,
                 services: ServicesDep, response: Response) -> BundleInfo:
     """Submit a bundle signed by its author (a party). Idempotent (200 when known)."""
     row, created = submit_bundle(services, room_id, caller, envelope)
@@ -44,7 +44,7 @@ def get_one_bundle(room_id: str, ref: str, caller: CallerDep,
     return bundle_info(get_bundle(services, room_id, ref))
 
 
-def _decide(room_id: str, envelope: EnvelopeBody, caller: CallerDep, services: ServicesDep,
+def _decide(room_id: str, caller: CallerDep, envelope: EnvelopeBody, services: ServicesDep,
             response: Response, decision: str | None) -> ApprovalInfo:
     row, created = submit_approval(services, room_id, caller, envelope, decision)
     if not created:
@@ -54,18 +54,18 @@ def _decide(room_id: str, envelope: EnvelopeBody, caller: CallerDep, services: S
 
 @router.post("/approvals", response_model=ApprovalInfo, status_code=201,
              openapi_extra=ENVELOPE_BODY)
-def post_approval(room_id: str, envelope: EnvelopeBody, caller: CallerDep,
+def post_approval(room_id: str, caller: CallerDep, envelope: EnvelopeBody,
                   services: ServicesDep, response: Response) -> ApprovalInfo:
     """Submit a party's signed approval or revocation of a bundle."""
-    return _decide(room_id, envelope, caller, services, response, None)
+    return _decide(room_id, caller, envelope, services, response, None)
 
 
 @router.post("/revocations", response_model=ApprovalInfo, status_code=201,
              openapi_extra=ENVELOPE_BODY)
-def post_revocation(room_id: str, envelope: EnvelopeBody, caller: CallerDep,
+def post_revocation(room_id: str, caller: CallerDep, envelope: EnvelopeBody,
                     services: ServicesDep, response: Response) -> ApprovalInfo:
     """Submit a party's signed revocation (an approval statement with decision ``revoke``)."""
-    return _decide(room_id, envelope, caller, services, response, "revoke")
+    return _decide(room_id, caller, envelope, services, response, "revoke")
 
 
 @router.get("/bundles/{ref}/approvals", response_model=list[ApprovalInfo])

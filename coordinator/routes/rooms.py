@@ -28,7 +28,7 @@ router = APIRouter(tags=["rooms"], responses=ERRORS)
 
 
 @router.post("/rooms", response_model=RoomInfo, status_code=201, openapi_extra=ENVELOPE_BODY)
-def create_room(envelope: EnvelopeBody, caller: CallerDep, services: ServicesDep,
+def create_room(caller: CallerDep, envelope: EnvelopeBody, services: ServicesDep,
                 response: Response) -> RoomInfo:
     """Submit a room manifest signed by at least one of its parties (the caller must be one).
 
@@ -68,7 +68,7 @@ def get_manifest(room_id: str, caller: CallerDep, services: ServicesDep) -> Enve
 
 @router.post("/rooms/{room_id}/signatures", response_model=RoomInfo,
              openapi_extra=ENVELOPE_BODY)
-def add_signatures(room_id: str, envelope: EnvelopeBody, caller: CallerDep,
+def add_signatures(room_id: str, caller: CallerDep, envelope: EnvelopeBody,
                    services: ServicesDep) -> RoomInfo:
     """Add party signatures: post the room's manifest envelope carrying them."""
     party_in_room(services, room_id, caller)

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/rooms/{room_id}/uploads", tags=["uploads"], response
 
 
 @router.post("", response_model=UploadInfo, status_code=201, openapi_extra=ENVELOPE_BODY)
-def post_statement(room_id: str, envelope: EnvelopeBody, caller: CallerDep,
+def post_statement(room_id: str, caller: CallerDep, envelope: EnvelopeBody,
                    services: ServicesDep, response: Response) -> UploadInfo:
     """Register the dataset owner's signed upload statement (idempotent: 200 when known).
 
