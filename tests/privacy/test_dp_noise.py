@@ -117,6 +117,7 @@ def test_t49_feature_set_is_exactly_contrib() -> None:
     dp.check_feature_gate()
 
 
+@pytest.mark.filterwarnings("ignore:.*floating-point.*:DeprecationWarning")
 @pytest.mark.parametrize("feature", ["honest-but-curious", "idealized-numerics", "floating-point"])
 def test_t49_extra_feature_refuses_every_dp_release(feature: str) -> None:
     table = pa.table({"uid": [f"u{i}" for i in range(100)]})
