@@ -178,7 +178,7 @@ class FakeLauncher(Launcher):
             {"status": status, "receipt_core": receipt_core_digest(receipt)})
         leaves = log_leaf_hashes([*entries, *new])
         if self.mode == "fork":
-            leaves = log_leaf_hashes(new)  # a checkpoint that drops the old head
+            leaves = log_leaf_hashes(list(reversed([*entries, *new])))  # a forked tree
         checkpoint = Checkpoint(f"sealroom/{room_id}/log", len(leaves),
                                 merkle.root(leaves).hex(), now())
         cp_env = sign_envelope(Checkpoint.KIND, checkpoint.to_dict(), [self.worker])
