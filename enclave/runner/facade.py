@@ -28,14 +28,8 @@ from typing import Any, ClassVar, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from enclave.runner.facade_column import (
-    OPERATORS,
-    Column,
-    check_name,
-    check_scalar,
-    sanitize_methods,
-    sanitized,
-)
+from enclave.runner.facade_column import Column, check_name, check_scalar
+from enclave.runner.sanitize import OPERATORS, sanitize_methods, sanitized
 
 __all__ = ["Column", "GroupBy", "Table", "concat"]
 
