@@ -138,14 +138,18 @@ def provision_remote(url: str, admin_token: str, platform_key_file: Path | None 
 
 
 def _serve(ctx: Context, args: argparse.Namespace) -> int:
-    from coordinator.serve import serve
+    import uvicorn
+
+    from coordinator.app import create_app
 
     settings = settings_from(args)
     if settings.launcher == "process":
         ctx.note("WARNING: process launcher — workers run UNISOLATED (development only)")
     ctx.note(f"sealroom coordinator on http://{args.host}:{args.port} (data in {settings.data_dir})")
-    overrides = {k: v for k, v in _overrides(args).items() if k != "data_dir"}
-    serve(settings.data_dir, args.host, args.port, log_level=args.log_level, **overrides)
+    # the same server options as coordinator.serve.serve (whose ``launcher`` keyword is a
+    # Launcher object, not the settings' launcher name)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                access_log=False, timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024)
     return 0
 
 

@@ -220,11 +220,11 @@ def fetch_log(ctx: Context, room: PinnedRoom, workers: Sequence[VerifiedWorker])
     with what this machine saw before (see :func:`verify_room_log`)."""
     client = ctx.client()
     checkpoint = client.checkpoint(room.room_id)
-    entries = client.log_entries(room.room_id) if checkpoint is not None else []
+    entries: list[Envelope] = []
     if checkpoint is not None:
-        # entries may have been appended after the checkpoint was read: take its tree only
+        # entries may be appended after the checkpoint was read: take exactly its tree
         size = Checkpoint.from_dict(parse_json(checkpoint.payload)).tree_size
-        entries = entries[:size]
+        entries = client.log_entries(room.room_id, 0, size)[:size]
     return verify_room_log(ctx.home, room, workers, entries, checkpoint)
 
 

@@ -24,7 +24,8 @@ def sealroom(*args: str, home: Path | None = None, env: dict[str, str] | None = 
              cwd: Path | None = None, timeout: float = 600) -> Result:
     """Run ``python -m sdk.cli ARGS`` as a separate process (the installed entry point)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
-    full_env["PYTHONPATH"] = str(REPO)
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    full_env["PYTHONPATH"] = path
     if home is not None:
         full_env["SEALROOM_HOME"] = str(home)
     full_env.update(env or {})

@@ -41,7 +41,8 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "SEALROOM_ADMIN_TOKEN": ADMIN}
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path, "SEALROOM_ADMIN_TOKEN": ADMIN}
         log = open(self.data_dir.parent / "coordinator.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sdk.cli", "coordinator", "serve", "--data-dir",
@@ -201,11 +202,12 @@ def test_revoked_approval_stops_the_bundle(room: World) -> None:
 
 def test_receipts_verify_offline_and_tampering_is_caught(room: World) -> None:
     manifest = str(room.root / "room.manifest.json")
-    receipts = room.home("brand") / "rooms" / ROOM / "receipts"
-    for run_id in room.runs.values():
-        out = ok(sealroom("receipt", "verify", str(receipts / f"{run_id}.json"), "--manifest",
-                          manifest, home=room.root / "home-auditor")).out
+    for name, who in (("lift", "brand"), ("overlap", "publisher")):
+        path = room.home(who) / "rooms" / ROOM / "receipts" / f"{room.runs[name]}.json"
+        out = ok(sealroom("receipt", "verify", str(path), "--manifest", manifest,
+                          home=room.root / "home-auditor")).out
         assert "VALID" in out
+    receipts = room.home("brand") / "rooms" / ROOM / "receipts"
     data = json.loads((receipts / f"{room.runs['lift']}.json").read_text())
     payload = json.loads(base64.b64decode(data["receipt"]["payload"]))
     payload["privacy"]["epsilon_charged"] = "0.1"
