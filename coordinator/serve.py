@@ -17,9 +17,10 @@ from coordinator.settings import Settings
 
 
 def serve(data_dir: Path | str, host: str = "127.0.0.1", port: int = 8600, *,
-          launcher: Launcher | None = None, log_level: str = "info",
+          worker_launcher: Launcher | None = None, log_level: str = "info",
           **overrides: Any) -> None:
-    """Serve the coordinator until interrupted.
+    """Serve the coordinator until interrupted. ``overrides`` are settings fields (e.g.
+    ``launcher="process"``); ``worker_launcher`` replaces the launcher they name (tests).
 
     Raises ``pydantic.ValidationError`` for invalid settings.
     """
@@ -28,7 +29,7 @@ def serve(data_dir: Path | str, host: str = "127.0.0.1", port: int = 8600, *,
     from coordinator.app import create_app
 
     settings = Settings(data_dir=Path(data_dir), **overrides)
-    app = create_app(settings, launcher)
+    app = create_app(settings, worker_launcher)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
                 timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024)
 
