@@ -274,9 +274,12 @@ def verify_receipt(
     except SignatureError as exc:
         raise AttestationError("receipt: not signed by an attested worker") from exc
     receipt = Receipt.from_dict(payload)
-    if receipt.attestation_digest not in result.signed:
+    # compare keys, not names: two accepted attestations of one worker key (a re-attestation)
+    # share a key, and only one of their names is credited with its signature
+    attestation = attestations.get(receipt.attestation_digest)
+    signed_keys = {trusted[name] for name in result.signed}
+    if attestation is None or attestation.worker_signing_key not in signed_keys:
         raise AttestationError("receipt: signed by a worker other than the one it names")
-    attestation = attestations[receipt.attestation_digest]
     if manifest_digest is None:
         manifest_digest = hashlib.sha256(manifest_payload_bytes(manifest)).hexdigest()
     if receipt.room_id != manifest.room_id:

@@ -556,3 +556,28 @@ def test_any_bit_flip_in_a_receipt_payload_fails(world: World, data: st.DataObje
 
 def test_golden_seeds_are_what_the_world_uses(world: World) -> None:
     assert world.worker.public_key == Signer.from_seed(seed("worker")).public_key
+
+
+def test_receipt_with_two_attestations_of_the_same_worker_key(world: World) -> None:
+    """A re-attestation of the same worker key beside the one the receipt names (whichever
+    digest sorts first) does not make a genuine receipt fail."""
+    from dataclasses import replace
+
+    for minute in range(60):
+        again = replace(world.attestation, issued_at=f"2026-01-02T03:{minute:02d}:01Z")
+        env = sign_envelope(Attestation.KIND, again.to_dict(), [world.platform])
+        if env.digest() < world.attestation_env.digest():
+            break
+    for order in ([world.attestation_env, env], [env, world.attestation_env]):
+        verify_receipt(
+            world.receipt_env,
+            world.manifest,
+            order,
+            log_entry=world.log_entries[-1],
+            inclusion=world.inclusion,
+        )
+    # but a receipt naming an attestation that was not given is refused
+    with pytest.raises(AttestationError, match="other than the one it names"):
+        _verify_receipt(
+            world, _receipt_with(world, lambda d: d.update(attestation_digest=env.digest()))
+        )
