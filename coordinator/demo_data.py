@@ -78,8 +78,10 @@ class DemoData:
 def _emails(rng: np.random.Generator, ids: np.ndarray, messy: float) -> pa.Array:
     """Work emails ``first.last.ID@domain``; a ``messy`` share in mixed case with spaces."""
     n = len(ids)
-    first = pa.array(np.array(FIRST)[rng.integers(0, len(FIRST), n)])
-    last = pa.array(np.array(LAST)[rng.integers(0, len(LAST), n)])
+    # a person's name and employer are a function of its id: the same person gets the same
+    # address in both parties' files (only the way it was typed differs)
+    first = pa.array(np.array(FIRST)[(ids * 2654435761) % len(FIRST)])
+    last = pa.array(np.array(LAST)[(ids // len(FIRST) * 40503) % len(LAST)])
     domain = pa.array(np.array(DOMAINS)[(ids * 7919) % len(DOMAINS)])
     local = pc.binary_join_element_wise(first, last, pa.array(ids.astype(str)), ".")
     email = pc.binary_join_element_wise(local, domain, "@")

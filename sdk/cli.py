@@ -67,9 +67,25 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     cli_run.register(sub, common)
     cli_audit.register(sub, common)
     for name, text in OPS_COMMANDS.items():
-        ops = sub.add_parser(name, help=text, add_help=False)
-        ops.add_argument("rest", nargs=argparse.REMAINDER)
+        sub.add_parser(name, help=text, add_help=False)  # parsed by coordinator.cli_ops
     return parser, common
+
+
+_VALUED = {"--home", "--coordinator", "--key", "--as", "--room"}
+
+
+def _ops_split(argv: list[str]) -> int | None:
+    """The index of an operator command in ``argv`` (its options are forwarded untouched)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _VALUED:
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            return i if arg in OPS_COMMANDS else None
+    return None
 
 
 def _ops(ctx: Context, command: str, rest: list[str]) -> int:
@@ -109,8 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_command(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run one command with its output sent to ``out``/``err`` (the demo runs commands
     in-process this way); same promises as :func:`main`."""
-    parser, _ = build_parser()
-    args = parser.parse_args(list(argv))
+    argv = list(argv)
+    split = _ops_split(argv)
+    if split is not None:
+        glob = argparse.ArgumentParser(prog="sealroom", add_help=False)
+        _global_options(glob, suppress=False)
+        args = glob.parse_args(argv[:split])
+        args.command, args.rest = argv[split], argv[split + 1 :]
+    else:
+        args = build_parser()[0].parse_args(argv)
     ctx = make_context(args, out, err)
     try:
         if args.command in OPS_COMMANDS:

@@ -182,11 +182,17 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.0f}"
-    if isinstance(value, str) and _is_number(value) and "." in value:
-        number = float(value)
-        return f"{number:.4g}" if abs(number) < 1e6 else f"{number:.0f}"
+        return _number(value)
+    if isinstance(value, str) and _is_number(value) and any(c in value for c in ".eE"):
+        return _number(float(value))
     return str(value)
+
+
+def _number(value: float) -> str:
+    """Four significant digits, without exponents for everyday magnitudes."""
+    if abs(value) >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.4g}" if abs(value) >= 1e-4 or value == 0 else f"{value:.2e}"
 
 
 class ProgressBar:

@@ -183,10 +183,13 @@ def test_approved_runs_and_results(room: World) -> None:
     res = ok(room.cli("brand", "result", "get", room.runs["lift"], "-o",
                       str(room.root / "lift.csv")))
     assert "absolute_lift" in res.out and "receipt verified" in res.out
-    assert (room.root / "lift.csv").read_text().startswith("figure,value")
+    rows = dict(line.split(",")[:2] for line in (room.root / "lift.csv").read_text().splitlines())
+    assert 0 < float(rows["exposed_users"]) and 0 < float(rows["control_users"])
+    assert rows["absolute_lift"] != ""  # released, not suppressed
     res = ok(room.cli("publisher", "result", "get", room.runs["overlap"], "-o",
                       str(room.root / "overlap.parquet")))
-    assert "right_match_rate" in res.out
+    rate = re.search(r"right_match_rate\s+(\S+)", res.out)
+    assert rate and 0.2 < float(rate.group(1)) < 0.6, res.out  # 1500 of 3750 match
     # the publisher is not a recipient of the lift result
     res = room.cli("publisher", "result", "get", room.runs["lift"])
     assert res.code != 0 and "Traceback" not in res.err
