@@ -85,7 +85,7 @@ def create_run(services: Services, room_id: str, caller: Caller, bundle_digest: 
                 raise ConflictError("Idempotency-Key already used for another bundle")
             return existing, False
     bundle = precheck(services, room_id, bundle_digest)
-    row = RunRow(run_id=uuid.uuid4().hex, room_id=room_id, bundle_digest=bundle_digest,
+    row = RunRow(run_id=f"run-{uuid.uuid4().hex}", room_id=room_id, bundle_digest=bundle_digest,
                  requested_by=party, requester_key=caller.key, idempotency_key=idempotency_key,
                  state="queued", message="", recipients=",".join(bundle.recipients),
                  created_at=utcnow())

@@ -1,0 +1,77 @@
+"""End to end with the real worker (``python -m enclave`` through the unisolated
+ProcessLauncher): provision, sealed uploads, an approved DP aggregate, the receipt verified
+offline and the output decrypted by its recipient; then a run over budget is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from coordinator.app import create_app
+from coordinator.launchers import ProcessLauncher
+from sdk.client import Client
+from sdk.protocol.canonical import parse_json
+from sdk.protocol.dsse import Envelope
+from sdk.protocol.sealing import open_bytes
+from sdk.protocol.verify import verify_receipt
+from tests.coordinator.conftest import ADMIN, BASE, make_settings
+
+pytest.importorskip("pyarrow")
+from tests.kit import Room, demo_tables, seed  # noqa: E402
+
+SQL = "SELECT c.uid, v.exposed, c.converted FROM crm c JOIN visits v USING (uid)"
+AGG = {
+    "mode": "aggregate", "privacy_unit": "uid",
+    "group_by": [{"column": "exposed", "domain": ["0", "1"]}],
+    "measures": [{"name": "conv", "column": "converted", "agg": "sum", "lower": "0",
+                  "upper": "1"}],
+    "dp": {"epsilon": "1"},
+}
+
+
+def test_real_worker_end_to_end(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, run_deadline_s=300)
+    settings.platform_key_file.write_bytes(seed("platform"))  # the kit room's platform key
+    app = create_app(settings, ProcessLauncher())
+    with TestClient(app, base_url=BASE, raise_server_exceptions=False) as tc:
+        room = Room(tmp_path / "kit", epsilon_budget="1.5")
+        admin = Client(BASE, admin_token=ADMIN, transport=tc._transport)
+        attestation = admin.provision_worker()
+        room.attestation = attestation
+        room.worker_encryption_key = bytes.fromhex(
+            json.loads(attestation.payload)["worker_encryption_key"])
+        alice = Client(BASE, room.alice, transport=tc._transport)
+        bob = Client(BASE, room.bob, transport=tc._transport)
+        alice.submit_manifest(room.manifest_envelope)
+        crm, visits = demo_tables()
+        for client, key, name, table in ((alice, room.alice, "crm", crm),
+                                         (bob, room.bob, "visits", visits)):
+            statement = room.upload(key, name, table)
+            digest = json.loads(statement.payload)["ciphertext_digest"]
+            assert client.upload("room1", statement, room.sealed_files[digest])["complete"]
+        bundle = room.bundle(SQL, AGG)
+        alice.submit_bundle("room1", bundle)
+        for client, approval in zip((alice, bob), room.approvals(bundle), strict=True):
+            client.submit_approval("room1", approval)
+        run = alice.create_run("room1", bundle.digest(), idempotency_key="e2e")
+        done = alice.wait_run("room1", run["run_id"], timeout=300)
+        assert done["status"] == "succeeded", (done["error_code"], done["message"])
+        info = alice.receipt_info("room1", run["run_id"])
+        sealed = alice.output("room1", run["run_id"])
+        verified = verify_receipt(info.receipt, room.manifest, alice.attestations("room1"),
+                                  log_entry=info.log_entry, inclusion=info.inclusion_proof,
+                                  outputs={"alice": sealed})
+        assert verified.receipt.isolation == "none"
+        result = parse_json(open_bytes(sealed, room.alice.encryption_private))
+        assert isinstance(result, dict) and result["columns"]
+        # the budget (1.5) does not cover a second run of epsilon 1: the worker refuses
+        again = alice.create_run("room1", bundle.digest(), idempotency_key="e2e-2")
+        refused = alice.wait_run("room1", again["run_id"], timeout=300)
+        assert refused["status"] == "refused" and refused["error_code"] == "E_PRIVACY", (refused["error_code"], refused["message"])
+        status = alice.room_status("room1")
+        crm_posture = next(d for d in status["privacy"]["datasets"] if d["dataset"] == "crm")
+        assert crm_posture["epsilon_spent"] == "1" and crm_posture["epsilon_left"] == "0.5"
+        assert isinstance(alice.checkpoint("room1"), Envelope)
