@@ -35,7 +35,10 @@ def check_keys(
     """Reject unknown fields and report missing required ones."""
     unknown = set(data) - set(required) - set(optional)
     if unknown:
-        raise InputError(f"{where}: unknown field(s) {sorted(unknown)}")
+        # the names come from untrusted input: quote a few, each shortened
+        names = [repr(str(k)[:40]) for k in sorted(unknown, key=str)[:5]]
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InputError(f"{where}: unknown field(s) [{', '.join(names)}]{more}")
     missing = [k for k in required if k not in data]
     if missing:
         raise InputError(f"{where}: missing field(s) {missing}")

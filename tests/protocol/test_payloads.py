@@ -180,3 +180,11 @@ def test_digests_are_strict(text: object) -> None:
 
 def test_world_type() -> None:
     assert isinstance(WORLD, World)
+
+
+def test_error_messages_quote_untrusted_names_briefly() -> None:
+    doc = {"x" * 100_000 + str(i): 1 for i in range(50)}
+    with pytest.raises(InputError) as info:
+        Approval.from_dict(doc)
+    assert len(str(info.value)) < 400
+    assert "45 more" in str(info.value)
