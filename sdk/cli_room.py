@@ -156,6 +156,8 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
     manifest = verify_manifest(envelope, now=utcnow())
     changed = ctx.home.pin_manifest(manifest.room_id, envelope, replace=args.replace)
     describe_manifest(ctx, envelope, manifest)
+    if args.out:
+        ctx.say(f"wrote {write_json_file(args.out, envelope.to_dict())}")
     ctx.say(
         f"verified: signed by all {len(manifest.parties)} parties; "
         f"{'pinned' if changed else 'matches the pinned'} digest {short(envelope.digest())}"
@@ -231,6 +233,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     verify = rsub.add_parser("verify", parents=[common], help="check every party signed; pin the digest")
     verify.add_argument("file", nargs="?", help="manifest file (default: the coordinator's copy)")
     verify.add_argument("--replace", action="store_true", help="replace another pinned manifest")
+    verify.add_argument("-o", "--out", help="also write the verified manifest to this file")
     verify.set_defaults(handler=cmd_verify)
     submit = rsub.add_parser("submit", parents=[common], help="send a signed manifest to the coordinator")
     submit.add_argument("file")
