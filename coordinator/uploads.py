@@ -9,6 +9,9 @@ idempotent: the same statement or the same bytes twice change nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -19,13 +22,14 @@ from coordinator.auth import Caller, require_member
 from coordinator.context import Services
 from coordinator.errors import Forbidden, PayloadTooLarge
 from coordinator.rooms import active_room, envelope_text
+from coordinator.storage.blobs import BlobWriter
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import UploadRow, Worker
 from sdk.errors import AttestationError, ConflictError, InputError, NotFoundError
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.verify import verify_attestation, verify_upload
 
-FLUSH_BYTES = 4 * 1024 * 1024
+FLUSH_BYTES = 8 * 1024 * 1024
 
 
 def register_upload(services: Services, room_id: str, caller: Caller,
@@ -121,6 +125,12 @@ def _target(services: Services, room_id: str, digest: str, caller: Caller) -> Up
     return row
 
 
+async def _flush(writer: BlobWriter, data: bytes) -> None:
+    """Hash and write one batch on two threads at once (both release the GIL)."""
+    await asyncio.gather(run_in_threadpool(writer.hash_part, data),
+                         run_in_threadpool(writer.write_part, data))
+
+
 async def receive_upload(services: Services, room_id: str, digest: str, caller: Caller,
                          request: Request) -> UploadRow:
     """Stream the request body into the blob store for upload ``digest``.
@@ -141,6 +151,7 @@ async def receive_upload(services: Services, room_id: str, digest: str, caller: 
         if int(declared) > row.ciphertext_size:
             raise PayloadTooLarge(f"body larger than the declared {row.ciphertext_size} bytes")
     writer = services.blobs.writer(row.ciphertext_digest, row.ciphertext_size)
+    flushing: asyncio.Future[None] | None = None  # one write in flight while we keep reading
     try:
         pending = bytearray()
         received = 0
@@ -150,13 +161,22 @@ async def receive_upload(services: Services, room_id: str, digest: str, caller: 
                 raise PayloadTooLarge(f"body larger than the declared {row.ciphertext_size} bytes")
             pending += chunk
             if len(pending) >= FLUSH_BYTES:
-                data, pending = pending, bytearray()
-                await run_in_threadpool(writer.write, data)
+                if flushing is not None:
+                    await flushing
+                data, pending = bytes(pending), bytearray()
+                writer.reserve(len(data))
+                flushing = asyncio.ensure_future(_flush(writer, data))
+        if flushing is not None:
+            await flushing
+        flushing = None
         if pending:
             await run_in_threadpool(writer.write, pending)
         await run_in_threadpool(writer.commit)
     except ClientDisconnect:
         raise InputError("the body was truncated (client disconnected)") from None
     finally:
+        if flushing is not None:  # never close the file under a running write
+            with contextlib.suppress(Exception):
+                await flushing
         writer.abort()
     return await run_in_threadpool(_mark_complete, services, digest)

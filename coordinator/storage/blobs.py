@@ -60,16 +60,28 @@ class BlobWriter:
         self.size = 0
         self.committed = False
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes. Raises ``PayloadTooLarge`` past ``expected_size``."""
-        if self.size + len(data) > self.expected_size:
+    def reserve(self, size: int) -> None:
+        """Account for ``size`` more bytes. Raises ``PayloadTooLarge`` past ``expected_size``."""
+        if self.size + size > self.expected_size:
             raise PayloadTooLarge(f"body larger than the declared {self.expected_size} bytes")
+        self.size += size
+
+    def hash_part(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes to the digest (releases the GIL; may run beside :meth:`write_part`)."""
         self._hash.update(data)
+
+    def write_part(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes to the temp file (releases the GIL)."""
         view = memoryview(data)
         while view:
             written = self._file.write(view)
             view = view[written or 0 :]
-        self.size += len(data)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes: reserve, hash, write. Raises ``PayloadTooLarge`` past the size."""
+        self.reserve(len(data))
+        self.hash_part(data)
+        self.write_part(data)
 
     def commit(self) -> Path:
         """Check size and digest, then fsync and publish the blob; returns its path.
