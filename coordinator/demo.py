@@ -109,16 +109,22 @@ class Demo:
         self.say("")
         self.say(f"== {title} " + "=" * max(0, 74 - len(title)))
 
-    def sh(self, who: str, *argv: str, quiet: bool = False) -> str:
-        """Run one ``sealroom`` command as ``who`` (own home folder); returns its stdout."""
+    def sh(self, who: str, *argv: str, quiet: bool = False, expect_error: str = "") -> str:
+        """Run one ``sealroom`` command as ``who`` (own home folder); returns its stdout.
+        With ``expect_error``, the command must fail with that error code."""
         shown = " ".join(a if " " not in a else repr(a) for a in argv)
         self.say(f"[{who}] $ sealroom {shown}")
         sink = _Indent(io.StringIO() if quiet else self.out)
         full = ["--home", str(self.home(who))]
         if self.url:
             full += ["--coordinator", self.url]
-        code = run_command([*full, *argv], out=cast(TextIO, sink), err=self.err)
+        err = _Indent(self.out, "    ") if expect_error else self.err
+        code = run_command([*full, *argv], out=cast(TextIO, sink), err=cast(TextIO, err))
         text = sink.copy.getvalue()
+        if expect_error:
+            if code == 0 or not isinstance(err, _Indent) or expect_error not in err.copy.getvalue():
+                raise SealroomDemoError(f"step should have failed with {expect_error}: {shown}")
+            return text
         if code != 0:
             raise SealroomDemoError(f"step failed (exit {code}): sealroom {shown}")
         return text
@@ -301,11 +307,13 @@ def _study(demo: Demo, platform_key: str, image_id: str, code_digest: str) -> No
     for name in ("overlap", "lift"):
         demo.sh("brand", "bundle", "submit", str(demo.work / f"{name}.bundle.json"), quiet=True)
     demo.section("both parties review and approve the exact bundle digests")
+    demo.sh("brand", "bundle", "approve", digests["lift"])
+    demo.say("    (a bundle runs only once EVERY party approved its exact digest:)")
+    demo.sh("brand", "run", digests["lift"], expect_error="E_SIGNATURE")
     demo.sh("publisher", "bundle", "review", digests["lift"])
     demo.sh("publisher", "bundle", "review", digests["overlap"], "--no-code", quiet=True)
-    for party in ("publisher", "brand"):
-        for name in ("overlap", "lift"):
-            demo.sh(party, "bundle", "approve", digests[name])
+    for party, name in (("publisher", "overlap"), ("publisher", "lift"), ("brand", "overlap")):
+        demo.sh(party, "bundle", "approve", digests[name])
     demo.section("runs: a fresh worker per run verifies everything again")
     runs = {name: _field(demo.sh("brand", "run", digests[name]), "run ") for name in digests}
     demo.section("results: decrypted by each recipient, receipts verified")

@@ -24,7 +24,7 @@ from typing import TextIO
 
 from sdk.cli_common import ENV_COORDINATOR, ENV_HOME, Context
 from sdk.cli_home import Home
-from sdk.errors import ConfigError, SealroomError
+from sdk.errors import ConfigError, InputError, SealroomError
 
 OPS_COMMANDS = {
     "coordinator": "run the coordinator service (operators)",
@@ -145,6 +145,13 @@ def run_command(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO |
             traceback.print_exc(file=ctx.err)
         ctx.note(f"error: {exc.diagnostics()}")
         return exc.exit_code
+    except OSError as exc:  # a file the user named cannot be read or written
+        if ctx.debug:
+            traceback.print_exc(file=ctx.err)
+        where = f": {exc.filename}" if exc.filename else ""
+        error = InputError(f"{exc.strerror or type(exc).__name__}{where}")
+        ctx.note(f"error: {error.diagnostics()}")
+        return error.exit_code
     except KeyboardInterrupt:
         ctx.note("interrupted")
         return INTERRUPTED

@@ -13,10 +13,11 @@ def test_demo_runs_the_whole_study(tmp_path) -> None:
                       str(tmp_path / "demo"), timeout=900))
     out = res.out
     assert "UNISOLATED process launcher" in out
+    assert "error: E_SIGNATURE: approvals: missing from publisher" in out  # shown on purpose
     for figure in ("left_match_rate", "right_match_rate", "absolute_lift", "relative_lift"):
         assert figure in out, figure
     assert len(re.findall(r"receipt of run \S+ in room brand-x-publisher: VALID", out)) == 2
     assert "log VERIFIED" in out
-    assert "receipts    3 of 3 verified and included" in out or "receipts" in out
+    assert "receipts    2 of 2 verified and included" in out
     assert "the whole study took" in out
     assert "Traceback" not in res.err

@@ -286,3 +286,32 @@ def test_receipt_against_another_manifest(receipt_world: dict[str, Path]) -> Non
     fails(sealroom("receipt", "verify", str(root / "receipt.json"), "--manifest",
                    str(root / "manifest.json"), "--output", str(root / "manifest.json")),
           "E_INPUT")
+
+
+def test_encrypted_key_needs_its_passphrase(tmp_path: Path) -> None:
+    env = {"SEALROOM_PASSPHRASE": "correct horse"}
+    ok(sealroom("keys", "new", "carol", "--passphrase", home=tmp_path, env=env))
+    assert '"encrypted":true' in (tmp_path / "keys" / "carol.key").read_text()
+    # showing the public part needs no passphrase; using the key does
+    ok(sealroom("keys", "show", "carol", home=tmp_path))
+    (tmp_path / "room.toml").write_text('room_id = "r"\n[[parties]]\nname = "carol"\n'
+                                        '[[datasets]]\nname = "d"\nowner = "carol"\n'
+                                        'id_column = "id"\nschema = { id = "string" }\n')
+    ok(sealroom("room", "new", str(tmp_path / "room.toml"), "-o", str(tmp_path / "m.json"),
+                home=tmp_path))
+    fails(sealroom("room", "sign", str(tmp_path / "m.json"), home=tmp_path), "E_CONFIG")
+    fails(sealroom("room", "sign", str(tmp_path / "m.json"), home=tmp_path,
+                   env={"SEALROOM_PASSPHRASE": "wrong"}), "E_INPUT")
+    ok(sealroom("room", "sign", str(tmp_path / "m.json"), home=tmp_path, env=env))
+    ok(sealroom("room", "verify", str(tmp_path / "m.json"), home=tmp_path))
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.json")
+    res = fails(sealroom("receipt", "verify", missing, "--manifest", missing), "E_NOT_FOUND", 12)
+    res = sealroom("--debug", "receipt", "verify", missing, "--manifest", missing)
+    assert res.code == 12 and "Traceback" in res.err
+    fails(sealroom("bundle", "new", "--code", str(tmp_path / "q.py"), "--output-spec", missing,
+                   "--input", "d", home=tmp_path), "E_")
+    res = sealroom("demo", "--rows", "10")
+    fails(res, "E_CONFIG", 11)
