@@ -24,6 +24,7 @@ from coordinator.rooms import RoomView, active_room, envelope_of
 from coordinator.storage.models import RunRow, UploadRow, Worker
 from sdk.errors import (
     AttestationError,
+    ConfigError,
     ConflictError,
     InputError,
     LogError,
@@ -135,6 +136,11 @@ def gather(services: Services, run: RunRow) -> JobInputs:
     """Collect a run's job inputs from storage. Raises domain errors (the run fails)."""
     room = active_room(services, run.room_id)
     worker = current_worker(services)
+    if services.launcher.isolation == "container":
+        from coordinator.worker import worker_image_id
+
+        if worker_image_id(services.launcher) != worker.image_id:
+            raise ConfigError("the worker image changed since provisioning: provision again")
     attestations = room_attestations(services, room, worker)
     bundle_row = get_bundle(services, run.room_id, run.bundle_digest)
     bundle_env = envelope_of(bundle_row.envelope)
@@ -149,6 +155,7 @@ def gather(services: Services, run: RunRow) -> JobInputs:
 
 def _write(path: Path, value: object) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.fchmod(fd, 0o644)  # whatever the umask
     with os.fdopen(fd, "wb") as handle:
         handle.write(canonical_json(value))
 
@@ -158,8 +165,9 @@ def write_job_dir(services: Services, inputs: JobInputs, job: Path) -> None:
     writes those after its isolation check). Files 0644, directories 0755 (readable by the
     worker's uid); ciphertexts are hard links to the blob store."""
     job.mkdir(mode=0o755, parents=True)
-    (job / "data").mkdir(mode=0o755)
-    (job / "log").mkdir(mode=0o755)
+    for sub in (job, job / "data", job / "log"):
+        sub.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(sub, 0o755)  # noqa: S103 - the worker uid (65534) must read the job
     _write(job / "job.json", {"run_id": inputs.run_id, "room_id": inputs.room.room_id})
     _write(job / "manifest.json", inputs.room.envelope.to_dict())
     _write(job / "attestations.json", [a.to_dict() for a in inputs.attestations])
@@ -173,7 +181,6 @@ def write_job_dir(services: Services, inputs: JobInputs, job: Path) -> None:
     _write(job / "log" / "entries.json", [e.to_dict() for e in inputs.log.entries])
     _write(job / "log" / "checkpoint.json",
            None if inputs.log.checkpoint is None else inputs.log.checkpoint.to_dict())
-    os.chmod(job, 0o755)  # noqa: S103 - the worker uid (65534) must read the job
 
 
 @dataclass

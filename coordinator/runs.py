@@ -223,7 +223,7 @@ def reconcile(services: Services) -> list[str]:
     E_INTERNAL) after removing their worker containers (found by label); returns their ids."""
     with services.db.read() as s:
         stale = list(s.scalars(select(RunRow.run_id).where(RunRow.state == "running")))
-    if stale and services.launcher.isolation == "container":
+    if services.launcher.isolation == "container":  # nothing runs yet: every one is orphaned
         try:
             from coordinator.launchers.reaper import reap_orphans
 

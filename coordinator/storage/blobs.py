@@ -53,8 +53,10 @@ class BlobWriter:
         self.expected_size = expected_size
         self.directory = store.directory_of(expected_digest)
         self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(self.directory, DIR_MODE)
         self.tmp_path = self.directory / f"{TMP_PREFIX}{secrets.token_hex(8)}"
         fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # whatever the umask: the worker's uid reads the hard links
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._hash = hashlib.sha256()
         self.size = 0

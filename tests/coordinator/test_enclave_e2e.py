@@ -11,12 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from coordinator.app import create_app
-from coordinator.launchers import ProcessLauncher
+from coordinator.launchers import Launcher, ProcessLauncher
 from sdk.client import Client
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import Envelope
+from sdk.protocol.models import Manifest, Measurement
 from sdk.protocol.sealing import open_bytes
 from sdk.protocol.verify import verify_receipt
+from sdk.statements import sign_manifest
 from tests.coordinator.conftest import ADMIN, BASE, make_settings
 
 pytest.importorskip("pyarrow")
@@ -33,16 +35,41 @@ AGG = {
 
 
 def test_real_worker_end_to_end(tmp_path: Path) -> None:
+    end_to_end(tmp_path, ProcessLauncher())
+
+
+@pytest.mark.docker
+def test_real_worker_in_docker_end_to_end(tmp_path: Path) -> None:
+    """The same through the hardened DockerLauncher (job dir mounted read-only, uid 65534)."""
+    import os
+
+    from coordinator.launchers import DockerLauncher, EngineUnavailableError
+
+    launcher = DockerLauncher(os.environ.get("SEALROOM_WORKER_IMAGE", "sealroom-worker:latest"))
+    try:
+        launcher.image_id_and_env()
+    except EngineUnavailableError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"docker worker image needed under CI=true: {exc.message}")
+        pytest.skip(exc.message)
+    end_to_end(tmp_path, launcher)
+
+
+def end_to_end(tmp_path: Path, launcher: Launcher) -> None:
     settings = make_settings(tmp_path, run_deadline_s=300)
     settings.platform_key_file.write_bytes(seed("platform"))  # the kit room's platform key
-    app = create_app(settings, ProcessLauncher())
+    app = create_app(settings, launcher)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as tc:
         room = Room(tmp_path / "kit", epsilon_budget="1.5")
         admin = Client(BASE, admin_token=ADMIN, transport=tc._transport)
         attestation = admin.provision_worker()
+        payload = json.loads(attestation.payload)
         room.attestation = attestation
-        room.worker_encryption_key = bytes.fromhex(
-            json.loads(attestation.payload)["worker_encryption_key"])
+        room.worker_encryption_key = bytes.fromhex(payload["worker_encryption_key"])
+        room.measurement = Measurement(**payload["measurement"])  # the worker we provisioned
+        room.manifest = Manifest.from_dict(room.manifest_dict())
+        room.manifest_envelope = sign_manifest(sign_manifest(room.manifest, room.alice), room.bob)
+        room.manifest_digest = room.manifest_envelope.digest()
         alice = Client(BASE, room.alice, transport=tc._transport)
         bob = Client(BASE, room.bob, transport=tc._transport)
         alice.submit_manifest(room.manifest_envelope)
@@ -64,7 +91,7 @@ def test_real_worker_end_to_end(tmp_path: Path) -> None:
         verified = verify_receipt(info.receipt, room.manifest, alice.attestations("room1"),
                                   log_entry=info.log_entry, inclusion=info.inclusion_proof,
                                   outputs={"alice": sealed})
-        assert verified.receipt.isolation == "none"
+        assert verified.receipt.isolation == launcher.isolation
         result = parse_json(open_bytes(sealed, room.alice.encryption_private))
         assert isinstance(result, dict) and result["columns"]
         # the budget (1.5) does not cover a second run of epsilon 1: the worker refuses
