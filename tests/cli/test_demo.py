@@ -3,8 +3,12 @@ shrunk to a few thousand rows and the process launcher so it fits in ``make test
 
 from __future__ import annotations
 
+import os
 import re
 
+import pytest
+
+from coordinator.demo import WORKER_IMAGE, docker_ready
 from tests.cli.conftest import ok, sealroom
 
 
@@ -21,3 +25,18 @@ def test_demo_runs_the_whole_study(tmp_path) -> None:
     assert "receipts    2 of 2 verified and included" in out
     assert "the whole study took" in out
     assert "Traceback" not in res.err
+
+
+@pytest.mark.docker
+def test_demo_with_hardened_docker_workers(tmp_path) -> None:
+    """The default path of ``make demo``: a fresh hardened container per run."""
+    reason = docker_ready(WORKER_IMAGE)
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the docker demo cannot run: {reason}", pytrace=False)
+        pytest.skip(f"no Docker engine with {WORKER_IMAGE}: {reason}")
+    res = ok(sealroom("demo", "--rows", "20000", "--launcher", "docker", "--workdir",
+                      str(tmp_path / "demo"), timeout=900))
+    assert "UNISOLATED" not in res.out
+    assert "isolation container" in res.out
+    assert len(re.findall(r": VALID", res.out)) == 2 and "log VERIFIED" in res.out

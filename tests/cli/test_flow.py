@@ -189,6 +189,10 @@ def test_approved_runs_and_results(room: World) -> None:
     assert rows["absolute_lift"] != ""  # released, not suppressed
     res = ok(room.cli("publisher", "result", "get", room.runs["overlap"], "-o",
                       str(room.root / "overlap.parquet")))
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(room.root / "overlap.parquet").to_pylist()
+    assert [r["figure"] for r in table][:2] == ["overlap", "left_count"]
     rate = re.search(r"right_match_rate\s+(\S+)", res.out)
     assert rate and 0.2 < float(rate.group(1)) < 0.6, res.out  # 1500 of 3750 match
     # the publisher is not a recipient of the lift result

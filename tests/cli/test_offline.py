@@ -144,6 +144,15 @@ def test_seal_checks_schema_and_owner(world: dict[str, Path], signed_room: Path)
     statement = json.loads((root / "customers-v1.upload.json").read_text())
     assert json.loads(base64.b64decode(statement["payload"]))["row_count"] == 2
     assert "hashed email" in res.err
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"email": ["x@y.com", "Z@y.com "], "plan": ["team", "starter"],
+                             "converted": pa.array([0, 1], pa.int64())}),
+                   root / "customers.parquet")
+    ok(sealroom(*[str(root / "customers.parquet") if a == str(good) else a for a in args[:-2]],
+                "-o", str(root / "customers-pq"), home=world["home_brand"]))
+    assert (root / "customers-pq.sealed").is_file()
     bad = root / "bad.csv"
     bad.write_text("email,plan,converted,ssn\nx@y.com,team,1,123\n")
     fails(sealroom(*[bad.as_posix() if a == str(good) else a for a in args],
