@@ -170,10 +170,14 @@ def _check_strings(value: Any, depth: int = 0) -> None:
         except UnicodeEncodeError as exc:
             raise InputError("JSON: lone surrogate in string") from exc
     elif isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            raise InputError("JSON: nested too deeply")
         for key, item in value.items():
             _check_strings(key, depth + 1)
             _check_strings(item, depth + 1)
     elif isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            raise InputError("JSON: nested too deeply")
         for item in value:
             _check_strings(item, depth + 1)
 
@@ -199,28 +203,8 @@ def parse_json(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> object:
         text = raw.decode("utf-8", errors="strict")
     except UnicodeDecodeError as exc:
         raise InputError("JSON: invalid UTF-8") from exc
-    # cheap depth pre-check, before the recursive parser sees the input
-    depth = 0
-    deepest = 0
-    in_string = False
-    escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_DEPTH:
-                raise InputError("JSON: nested too deeply")
-        elif ch in "]}":
-            depth -= 1
+    # Nesting: the C parser guards its recursion (RecursionError below); the depth policy is
+    # enforced on the parsed value by _check_strings, so no per-character Python loop here.
     try:
         value = json.loads(
             text,
@@ -233,5 +217,7 @@ def parse_json(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> object:
         raise
     except (ValueError, RecursionError) as exc:
         raise InputError("JSON: malformed document") from exc
-    _check_strings(value)
+    # the walk is only needed when a surrogate escape or enough nesting could be present
+    if b"\\u" in raw or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _check_strings(value)
     return value

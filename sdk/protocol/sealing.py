@@ -28,7 +28,9 @@ import hashlib
 import hmac
 import io
 import os
+import queue
 import struct
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -95,15 +97,45 @@ def _nonce(index: int) -> bytes:
 
 
 class _HashingWriter:
-    def __init__(self, dst: BinaryIO) -> None:
+    """Hashes and writes ciphertext on a second thread while the caller encrypts the next
+    chunk: SHA-256 and file writes release the GIL, AES-GCM encryption does not, so the two
+    overlap on two cores. At most ``depth`` chunks wait in the queue (memory stays bounded)."""
+
+    def __init__(self, dst: BinaryIO, depth: int = 2) -> None:
         self.dst = dst
         self.hash = hashlib.sha256()
         self.size = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="seal-writer", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            data = self._queue.get()
+            if data is None:
+                return
+            if self._error is not None:
+                continue
+            try:
+                self.hash.update(data)
+                self.dst.write(data)
+                self.size += len(data)
+            except BaseException as exc:  # re-raised in the caller's thread
+                self._error = exc
 
     def write(self, data: bytes) -> None:
-        self.hash.update(data)
-        self.dst.write(data)
-        self.size += len(data)
+        if self._error is not None:
+            self.close()
+        self._queue.put(data)
+
+    def close(self) -> None:
+        """Wait for every queued chunk; re-raise a write error in the caller's thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def seal_stream(
@@ -141,7 +173,23 @@ def seal_stream(
         raise InputError("sealing: binding too large")
     header = SealedHeader(header_raw, chunk_size, file_id, wrapped, recipient_public, dict(binding))
     out = _HashingWriter(dst)
-    out.write(MAGIC + struct.pack(">I", len(header_raw)) + header_raw)
+    try:
+        plaintext_size = _encrypt_chunks(src, out, data_key, header, chunk_size)
+    finally:
+        out.close()
+    return SealResult(
+        ciphertext_digest=out.hash.hexdigest(),
+        ciphertext_size=out.size,
+        plaintext_size=plaintext_size,
+        key_commitment=key_commitment(data_key, file_id),
+        header=header,
+    )
+
+
+def _encrypt_chunks(
+    src: BinaryIO, out: _HashingWriter, data_key: bytes, header: SealedHeader, chunk_size: int
+) -> int:
+    out.write(MAGIC + struct.pack(">I", len(header.raw)) + header.raw)
     aead = AESGCM(data_key)
     hdigest = header.digest
     index = 0
@@ -160,14 +208,7 @@ def seal_stream(
         pending = bytes(view[:filled])
         break
     out.write(aead.encrypt(_nonce(index), pending, _aad(hdigest, index, True)))
-    plaintext_size += len(pending)
-    return SealResult(
-        ciphertext_digest=out.hash.hexdigest(),
-        ciphertext_size=out.size,
-        plaintext_size=plaintext_size,
-        key_commitment=key_commitment(data_key, file_id),
-        header=header,
-    )
+    return plaintext_size + len(pending)
 
 
 def _read_full(src: BinaryIO, view: memoryview) -> int:
