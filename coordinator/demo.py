@@ -317,11 +317,15 @@ def _study(demo: Demo, platform_key: str, image_id: str, code_digest: str) -> No
     demo.section("runs: a fresh worker per run verifies everything again")
     runs = {name: _field(demo.sh("brand", "run", digests[name]), "run ") for name in digests}
     demo.section("results: decrypted by each recipient, receipts verified")
-    demo.sh("brand", "result", "get", runs["overlap"], "-o", str(demo.work / "overlap.csv"))
+    shown = demo.sh("brand", "result", "get", runs["overlap"], "-o", str(demo.work / "overlap.csv"))
     demo.sh("publisher", "result", "get", runs["overlap"])
     demo.sh("brand", "result", "get", runs["lift"], "-o", str(demo.work / "lift.parquet"))
     _truth(demo)
     demo.sh("brand", "feedback", runs["lift"], "--changed-decision", "yes")
+    rate = _field(shown, "left_match_rate").strip()
+    if rate.replace(".", "", 1).isdigit():
+        demo.sh("brand", "feedback", runs["overlap"], "--changed-decision", "no",
+                "--match-rate", f"{min(1.0, float(rate)):.4f}")
     demo.sh("brand", "room", "status")
     demo.section("auditor: verify every receipt offline, then the whole log")
     audit = demo.work / "audit"

@@ -211,8 +211,11 @@ def cmd_feedback(ctx: Context, args: argparse.Namespace) -> int:
     """Record whether a run's result changed a decision."""
     room = load_room(ctx, args.room)
     changed = args.changed_decision == "yes"
-    ctx.client().feedback(room.room_id, args.run, changed_decision=changed, note=args.note or "")
-    ctx.say(f"feedback recorded for run {args.run}: changed a decision: {args.changed_decision}")
+    ctx.client().feedback(room.room_id, args.run, changed_decision=changed, note=args.note or "",
+                          match_rate=args.match_rate)
+    extra = f", match rate {args.match_rate}" if args.match_rate else ""
+    ctx.say(f"feedback recorded for run {args.run}: changed a decision: {args.changed_decision}"
+            + extra)
     return 0
 
 
@@ -236,4 +239,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     fb.add_argument("run", help="run id")
     fb.add_argument("--changed-decision", choices=("yes", "no"), required=True)
     fb.add_argument("--note")
+    fb.add_argument("--match-rate", help="the match rate this result showed (0..1, decimal)")
     fb.set_defaults(handler=cmd_feedback)
