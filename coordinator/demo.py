@@ -50,8 +50,12 @@ class _Indent(io.TextIOBase):
         self.stream, self.prefix, self.copy = stream, prefix, io.StringIO()
         self._bol = True
 
+    def isatty(self) -> bool:
+        return bool(getattr(self.stream, "isatty", lambda: False)())
+
     def write(self, text: str) -> int:
         self.copy.write(text)
+        text = text.replace("\r", "\r" + self.prefix)
         for chunk in text.splitlines(keepends=True):
             if self._bol and chunk.strip("\r\n"):
                 self.stream.write(self.prefix)
@@ -118,11 +122,11 @@ class Demo:
         full = ["--home", str(self.home(who))]
         if self.url:
             full += ["--coordinator", self.url]
-        err = _Indent(self.out, "    ") if expect_error else self.err
+        err = _Indent(self.out if expect_error else self.err)
         code = run_command([*full, *argv], out=cast(TextIO, sink), err=cast(TextIO, err))
         text = sink.copy.getvalue()
         if expect_error:
-            if code == 0 or not isinstance(err, _Indent) or expect_error not in err.copy.getvalue():
+            if code == 0 or expect_error not in err.copy.getvalue():
                 raise SealroomDemoError(f"step should have failed with {expect_error}: {shown}")
             return text
         if code != 0:
