@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from coordinator.demo import free_port, room_toml
-from coordinator.demo_data import generate
+from coordinator.demo_data import SEGMENTS, generate
 from tests.cli.conftest import REPO, Result, fails, ok, sealroom
 
 ROOM = "brand-x-publisher"
@@ -206,6 +206,28 @@ def test_revoked_approval_stops_the_bundle(room: World) -> None:
     ok(room.cli("publisher", "bundle", "revoke", room.bundles["overlap"], "--reason", "enough"))
     res = fails(room.cli("brand", "run", room.bundles["overlap"]), "E_SIGNATURE", 3)
     assert "revoked" in res.err
+
+
+def test_custom_sql_bundle_with_an_output_spec(room: World) -> None:
+    (room.root / "segments.sql").write_text(
+        "SELECT c.email AS unit, v.segment FROM customers c JOIN visitors v USING (email)")
+    (room.root / "segments.json").write_text(json.dumps({
+        "mode": "aggregate", "privacy_unit": "unit",
+        "group_by": [{"column": "segment", "domain": list(SEGMENTS)}]}))
+    out = ok(room.cli("publisher", "bundle", "new", "--code", str(room.root / "segments.sql"),
+                      "--output-spec", str(room.root / "segments.json"), "--input", "customers",
+                      "--input", "visitors", "--recipient", "publisher", "--title", "segments",
+                      "-o", str(room.root / "segments.bundle.json"))).out
+    digest = _field(out, r"bundle ([0-9a-f]{64})")
+    ok(room.cli("publisher", "bundle", "submit", str(room.root / "segments.bundle.json")))
+    review = ok(room.cli("brand", "bundle", "review", digest[:12])).out
+    assert "CUSTOM SQL CODE" in review and "NO DIFFERENTIAL PRIVACY" in review
+    assert "recipient publisher owns" not in review
+    for party in ("brand", "publisher"):
+        ok(room.cli(party, "bundle", "approve", digest[:12]))
+    run = _field(ok(room.cli("publisher", "run", digest)).out, r"run (\S+): succeeded")
+    res = ok(room.cli("publisher", "result", "get", run))
+    assert "software" in res.out and "min group 50" in res.out
 
 
 def test_receipts_verify_offline_and_tampering_is_caught(room: World) -> None:
