@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from coordinator.demo import free_port, room_toml
-from coordinator.demo_data import SEGMENTS, generate
+from coordinator.demo_data import PLANS, SEGMENTS, generate
 from tests.cli.conftest import REPO, Result, fails, ok, sealroom
 
 ROOM = "brand-x-publisher"
@@ -228,6 +228,28 @@ def test_custom_sql_bundle_with_an_output_spec(room: World) -> None:
     run = _field(ok(room.cli("publisher", "run", digest)).out, r"run (\S+): succeeded")
     res = ok(room.cli("publisher", "result", "get", run))
     assert "software" in res.out and "min group 50" in res.out
+
+
+def test_custom_python_bundle_with_params(room: World) -> None:
+    (room.root / "plans.py").write_text(
+        "def query(tables, params):\n"
+        "    j = tables['customers'].join(tables['visitors'], on='email', how='inner')\n"
+        "    j = j.filter(j['visits'] >= params['min_visits'])\n"
+        "    return j.select('email', 'plan')\n")
+    (room.root / "plans.json").write_text(json.dumps({
+        "mode": "aggregate", "privacy_unit": "email",
+        "group_by": [{"column": "plan", "domain": list(PLANS)}]}))
+    out = ok(room.cli("brand", "bundle", "new", "--code", str(room.root / "plans.py"),
+                      "--output-spec", str(room.root / "plans.json"), "--input", "customers",
+                      "--input", "visitors", "--param", "min_visits=2",
+                      "-o", str(room.root / "plans.bundle.json"))).out
+    digest = _field(out, r"bundle ([0-9a-f]{64})")
+    ok(room.cli("brand", "bundle", "submit", str(room.root / "plans.bundle.json")))
+    assert "CUSTOM PYTHON CODE" in ok(room.cli("publisher", "bundle", "review", digest)).out
+    for party in ("brand", "publisher"):
+        ok(room.cli(party, "bundle", "approve", digest))
+    run = _field(ok(room.cli("brand", "run", digest)).out, r"run (\S+): succeeded")
+    assert "starter" in ok(room.cli("brand", "result", "get", run)).out
 
 
 def test_receipts_verify_offline_and_tampering_is_caught(room: World) -> None:
