@@ -69,14 +69,20 @@ def docker_ready(image: str) -> str | None:
     """None when a Docker engine answers and ``image`` exists, else the reason it cannot."""
     try:
         import docker
-
-        client = docker.from_env(timeout=5)
-        client.ping()
-        client.images.get(image)
+        import docker.errors
     except ImportError:
         return "the docker package is not installed"
+    try:
+        client = docker.from_env(timeout=5)
+        client.ping()
     except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        return f"the engine does not answer: {type(exc).__name__}"
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return "the image is not built"
+    except Exception as exc:
+        return f"the image cannot be inspected: {type(exc).__name__}"
     return None
 
 
@@ -102,6 +108,7 @@ class Demo:
     started: float = field(default_factory=time.monotonic)
     server: subprocess.Popen[bytes] | None = None
     data: DemoData | None = None
+    fallback: str = ""
 
     def home(self, who: str) -> Path:
         return self.work / f"home-{who}"
@@ -250,9 +257,12 @@ def run_demo(demo: Demo) -> int:
     demo.say(f"working folder {demo.work}")
     demo.section("operator: start the coordinator and provision a worker")
     if demo.launcher == "process":
-        demo.say("WARNING: no Docker engine with the worker image here — using the UNISOLATED "
-                 "process launcher. Nothing separates the worker from this machine; the room "
-                 "file says allow_unisolated = true and every receipt says isolation none.")
+        why = (f"no Docker engine with the worker image {WORKER_IMAGE} ({demo.fallback}): "
+               if demo.fallback else "--launcher process: ")
+        demo.say(f"WARNING: {why}using the UNISOLATED process launcher. Nothing separates the "
+                 "worker from this machine; the room file says allow_unisolated = true and every "
+                 "receipt says isolation none."
+                 + (" Build the image with `sealroom worker build`." if demo.fallback else ""))
     with coordinator_process(demo):
         demo.say(f"coordinator {demo.url} (SQLite in {demo.work / 'coordinator'}, "
                  f"{demo.launcher} launcher)")
@@ -363,7 +373,7 @@ def main(argv: list[str], out: TextIO | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rows < 1000:
         raise ConfigError("--rows: at least 1000")
-    launcher = args.launcher
+    launcher, reason = args.launcher, None
     if launcher in ("auto", "docker"):
         reason = docker_ready(WORKER_IMAGE)
         if reason is not None and launcher == "docker":
@@ -371,7 +381,8 @@ def main(argv: list[str], out: TextIO | None = None) -> int:
         launcher = "docker" if reason is None else "process"
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sealroom-demo-"))
     work.mkdir(parents=True, exist_ok=True)
-    demo = Demo(work=work, rows=args.rows, launcher=launcher, out=out or sys.stdout)
+    demo = Demo(work=work, rows=args.rows, launcher=launcher, out=out or sys.stdout,
+                fallback=reason or "")
     try:
         return run_demo(demo)
     finally:

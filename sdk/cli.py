@@ -48,6 +48,15 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--debug", action="store_true", default=default(False), help="tracebacks")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sealroom")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The argument parser of every command, and the parent parser of shared options."""
     from sdk import cli_audit, cli_bundle, cli_data, cli_keys, cli_room, cli_run
@@ -59,6 +68,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         description="sealroom: a confidential data clean room with verifiable receipts.",
     )
     _global_options(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=f"sealroom {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_keys.register(sub, common)
     cli_room.register(sub, common)
