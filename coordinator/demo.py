@@ -126,9 +126,12 @@ class Demo:
         shown = " ".join(a if " " not in a else repr(a) for a in argv)
         self.say(f"[{who}] $ sealroom {shown}")
         sink = _Indent(io.StringIO() if quiet else self.out)
-        full = ["--home", str(self.home(who))]
+        # explicit home, coordinator, key and room: nothing comes from the caller's SEALROOM_*
+        full = ["--home", str(self.home(who)), "--room", ROOM_ID]
         if self.url:
             full += ["--coordinator", self.url]
+        if who in ("brand", "publisher") and argv[:2] != ("keys", "new"):
+            full += ["--as", who]
         err = _Indent(self.out if expect_error else self.err)
         code = run_command([*full, *argv], out=cast(TextIO, sink), err=cast(TextIO, err))
         text = sink.copy.getvalue()
@@ -155,7 +158,10 @@ def coordinator_process(demo: Demo) -> Iterator[None]:
     data_dir = demo.work / "coordinator"
     data_dir.mkdir(parents=True)
     log = open(demo.work / "coordinator.log", "wb")
-    env = {**os.environ, "SEALROOM_ADMIN_TOKEN": demo.admin_token}
+    # the embedded coordinator takes nothing from the caller's SEALROOM_* settings (no
+    # database URL, data dir or token of a real deployment) except the worker image name
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
+    env.update(SEALROOM_ADMIN_TOKEN=demo.admin_token, SEALROOM_WORKER_IMAGE=WORKER_IMAGE)
     cmd = [sys.executable, "-m", "sdk.cli", "coordinator", "serve", "--data-dir", str(data_dir),
            "--host", "127.0.0.1", "--port", str(port), "--launcher", demo.launcher]
     demo.server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -42,7 +42,8 @@ class Server:
 
     def start(self) -> None:
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "PYTHONPATH": path, "SEALROOM_ADMIN_TOKEN": ADMIN}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
+        env.update(PYTHONPATH=path, SEALROOM_ADMIN_TOKEN=ADMIN)
         log = open(self.data_dir.parent / "coordinator.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sdk.cli", "coordinator", "serve", "--data-dir",
