@@ -99,14 +99,18 @@ def _ops_split(argv: list[str]) -> int | None:
 
 
 def _ops(ctx: Context, command: str, rest: list[str]) -> int:
+    extra = (
+        f"`sealroom {command}` needs the coordinator extra: "
+        "pip install 'sealroom[coordinator,enclave]'"
+    )
     try:
         module = importlib.import_module("coordinator.cli_ops")
     except ImportError as exc:
-        raise ConfigError(
-            f"`sealroom {command}` needs the coordinator extra: "
-            "pip install 'sealroom[coordinator,enclave]'"
-        ) from exc
-    result: int = module.main(command, rest, ctx)
+        raise ConfigError(extra) from exc
+    try:
+        result: int = module.main(command, rest, ctx)
+    except ImportError as exc:  # an operator dependency imported on first use
+        raise ConfigError(f"{extra} ({exc.name or 'a module'} is missing)") from exc
     return result
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from sdk.protocol import merkle
 from sdk.protocol.canonical import canonical_json
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.verify import log_leaf_hashes
-from tests.cli.conftest import fails, ok, sealroom
+from tests.cli.conftest import REPO, fails, ok, sealroom
 from tests.kit import Room, demo_tables
 
 ROOM_TOML = """
@@ -226,10 +227,9 @@ def receipt_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "receipt.json").write_bytes(canonical_json(rfile.to_dict()))
     (root / "manifest.json").write_bytes(kit.manifest_envelope.to_json())
     (root / "alice.sealed").write_bytes(rfile.outputs["alice"])
-    other = Room(root / "other")  # same parties, same worker seed: a different manifest
-    object.__setattr__(other, "min_group_size", 5)
+    # the same parties and worker, another budget: a different (fully signed) manifest
     (root / "other-manifest.json").write_bytes(
-        Room(root / "other2", epsilon_budget="7").manifest_envelope.to_json())
+        Room(root / "other", epsilon_budget="7").manifest_envelope.to_json())
     return {"root": root}
 
 
@@ -324,3 +324,26 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> No
                    "--input", "d", home=tmp_path), "E_")
     res = sealroom("demo", "--rows", "10")
     fails(res, "E_CONFIG", 11)
+
+
+BLOCKER = '''
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("uvicorn", "fastapi", "docker", "sqlalchemy"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _Block())
+'''
+
+
+def test_operator_commands_without_the_coordinator_extra(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    res = fails(sealroom("coordinator", "serve", "--data-dir", str(tmp_path / "d"), env=env),
+                "E_CONFIG", 11)
+    assert "sealroom[coordinator" in res.err
+    fails(sealroom("worker", "provision", "--data-dir", str(tmp_path / "d"), env=env),
+          "E_CONFIG", 11)
+    # party commands do not need it
+    ok(sealroom("keys", "new", "dave", home=tmp_path / "h", env=env))
