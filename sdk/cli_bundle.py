@@ -192,6 +192,18 @@ def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
+    """The room's bundles as the coordinator lists them (verify one with ``bundle review``)."""
+    room = load_room(ctx, args.room)
+    rows = [
+        (str(b.get("digest", ""))[:12], b.get("title", ""), b.get("author", ""),
+         b.get("created_at", ""))
+        for b in ctx.client().bundles(room.room_id)
+    ]
+    ctx.table(["bundle", "title", "author", "submitted"], rows)
+    return 0
+
+
 def _decide(ctx: Context, args: argparse.Namespace, decision: str) -> int:
     room = load_room(ctx, args.room)
     envelope, bundle = load_bundle(ctx, room, args.bundle)
@@ -249,6 +261,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     submit = bsub.add_parser("submit", parents=[common], help="send a bundle to the coordinator")
     submit.add_argument("bundle", help="bundle file or digest")
     submit.set_defaults(handler=cmd_submit)
+    listing = bsub.add_parser("list", parents=[common], help="the room's bundles")
+    listing.set_defaults(handler=cmd_list)
     cli_review.register(bsub, common)
     for name, handler, text in (
         ("approve", cmd_approve, "approve one exact bundle digest"),

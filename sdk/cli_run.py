@@ -207,6 +207,18 @@ def cmd_result(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
+    """The room's runs as the coordinator lists them (verify one with ``result get``)."""
+    room = load_room(ctx, args.room)
+    rows = [
+        (r.get("run_id"), str(r.get("bundle_digest", ""))[:12], run_state(r),
+         r.get("error_code"), ",".join(r.get("recipients") or []), r.get("created_at"))
+        for r in ctx.client().runs(room.room_id)
+    ]
+    ctx.table(["run", "bundle", "state", "error", "recipients", "requested"], rows)
+    return 0
+
+
 def cmd_feedback(ctx: Context, args: argparse.Namespace) -> int:
     """Record whether a run's result changed a decision."""
     room = load_room(ctx, args.room)
@@ -235,6 +247,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     get.add_argument("--document", help="also write the decrypted result document (JSON)")
     get.add_argument("--receipt-out", help="also write the receipt file here")
     get.set_defaults(handler=cmd_result)
+    listing = rsub.add_parser("list", parents=[common], help="the room's runs")
+    listing.set_defaults(handler=cmd_list)
     fb = sub.add_parser("feedback", parents=[common], help="did this result change a decision?")
     fb.add_argument("run", help="run id")
     fb.add_argument("--changed-decision", choices=("yes", "no"), required=True)

@@ -200,6 +200,9 @@ def test_approved_runs_and_results(room: World) -> None:
     res = room.cli("publisher", "result", "get", room.runs["lift"])
     assert res.code != 0 and "Traceback" not in res.err
     ok(room.cli("brand", "feedback", room.runs["lift"], "--changed-decision", "yes"))
+    listed = ok(room.cli("publisher", "result", "list")).out
+    assert room.runs["lift"] in listed and "succeeded" in listed
+    assert room.bundles["overlap"][:12] in ok(room.cli("publisher", "bundle", "list")).out
     ok(room.cli("brand", "room", "status"))
 
 
