@@ -78,7 +78,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     cli_audit.register(sub, common)
     for name, text in OPS_COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)  # parsed by coordinator.cli_ops
+    _describe(parser)
     return parser, common
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Give every command's --help the promise its handler's docstring states."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                handler = child.get_default("handler")
+                if handler is not None and child.description is None and handler.__doc__:
+                    child.description = " ".join(handler.__doc__.split())
+                _describe(child)
 
 
 _VALUED = {"--home", "--coordinator", "--key", "--as", "--room"}
