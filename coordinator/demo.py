@@ -390,7 +390,11 @@ def main(argv: list[str], out: TextIO | None = None) -> int:
     demo = Demo(work=work, rows=args.rows, launcher=launcher, out=out or sys.stdout,
                 fallback=reason or "")
     try:
-        return run_demo(demo)
-    finally:
-        if not args.workdir and not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        code = run_demo(demo)
+    except BaseException:
+        print(f"the demo stopped; its files (coordinator.log included) are kept in {work}",
+              file=sys.stderr)
+        raise
+    if not args.workdir and not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return code
