@@ -1,7 +1,11 @@
 """The sealroom SDK: what parties and auditors install.
 
-``sdk.Client`` (the coordinator's HTTP client) is imported lazily, so ``import sdk`` stays
-cheap and works without the HTTP stack; the ``sealroom`` command lives in :mod:`sdk.cli`.
+* ``sdk.Client`` — the coordinator's typed HTTP client (moves bytes; verifies nothing);
+* ``sdk.Party`` — the party operations with every verification the CLI performs, for
+  notebooks; ``sdk.verify_receipt`` — an auditor's offline receipt check.
+
+All are imported lazily, so ``import sdk`` stays cheap; the ``sealroom`` command lives in
+:mod:`sdk.cli`.
 """
 
 from __future__ import annotations
@@ -9,9 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sdk.cli_api import Party, Result, verify_receipt
     from sdk.client import Client
 
-__all__ = ["Client"]
+__all__ = ["Client", "Party", "Result", "verify_receipt"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +24,8 @@ def __getattr__(name: str) -> Any:
         from sdk.client import Client
 
         return Client
+    if name in ("Party", "Result", "verify_receipt"):
+        from sdk import cli_api
+
+        return getattr(cli_api, name)
     raise AttributeError(f"module 'sdk' has no attribute {name!r}")

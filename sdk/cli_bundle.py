@@ -87,7 +87,7 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def _template_inputs(room: PinnedRoom, params: dict[str, Any]) -> list[str]:
+def template_inputs(room: PinnedRoom, params: dict[str, Any]) -> list[str]:
     inputs: list[str] = []
     for key, id_key in TEMPLATE_DATASET_PARAMS.items():
         name = params.get(key)
@@ -120,7 +120,7 @@ def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
     if args.template:
         if args.code or args.output_spec:
             raise InputError("--template replaces --code and --output-spec")
-        inputs: list[str | tuple[str, int]] = list(_template_inputs(room, params))
+        inputs: list[str | tuple[str, int]] = list(template_inputs(room, params))
         if args.input:
             inputs = _inputs(args.input)
         template = args.template

@@ -123,6 +123,22 @@ def fetch_verified_receipt(
     return rfile, verified
 
 
+def decrypt_output(ctx: Context, room: PinnedRoom, rfile: ReceiptFile, receipt: Receipt) -> bytes:
+    """Open this party's sealed output of a verified receipt: bound to this room, run and
+    recipient, and equal to the plaintext digest the receipt signs."""
+    me = ctx.key().name
+    record = next((o for o in receipt.outputs if o.recipient == me), None)
+    if record is None or me not in rfile.outputs:
+        raise NotFoundError(f"run {receipt.run_id} has no output for {me}")
+    plaintext = open_bytes(
+        rfile.outputs[me], ctx.key().encryption_private,
+        expected_binding=output_binding(room.room_id, receipt.run_id, me),
+    )
+    if hashlib.sha256(plaintext).hexdigest() != record.plaintext_digest:
+        raise DecryptionError()
+    return plaintext
+
+
 def decode_result(plaintext: bytes) -> tuple[list[str], list[list[Any]], dict[str, Any]]:
     """(columns, rows, meta) of a decrypted result document."""
     doc = parse_json(plaintext, max_bytes=len(plaintext) + 1)
@@ -162,7 +178,6 @@ def _typed(value: Any) -> Any:
 def cmd_result(ctx: Context, args: argparse.Namespace) -> int:
     """Fetch, verify, decrypt and write one run's result."""
     room = load_room(ctx, args.room)
-    me = ctx.key().name
     rfile, verified = fetch_verified_receipt(ctx, room, args.run, with_output=True)
     receipt = verified.receipt
     if args.receipt_out:
@@ -170,15 +185,7 @@ def cmd_result(ctx: Context, args: argparse.Namespace) -> int:
     if receipt.status != "succeeded":
         message = str(receipt.details.get("message") or f"run {receipt.status}")
         raise error_for_code(receipt.error_code or "E_INTERNAL", f"run {args.run} {receipt.status}: {message}")
-    record = next((o for o in receipt.outputs if o.recipient == me), None)
-    if record is None:
-        raise NotFoundError(f"run {args.run} has no output for {me}")
-    plaintext = open_bytes(
-        rfile.outputs[me], ctx.key().encryption_private,
-        expected_binding=output_binding(room.room_id, args.run, me),
-    )
-    if hashlib.sha256(plaintext).hexdigest() != record.plaintext_digest:
-        raise DecryptionError()
+    plaintext = decrypt_output(ctx, room, rfile, receipt)
     columns, rows, meta = decode_result(plaintext)
     if args.document:
         Path(args.document).write_bytes(plaintext)

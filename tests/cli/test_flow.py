@@ -25,6 +25,7 @@ import pytest
 
 from coordinator.demo import free_port, room_toml
 from coordinator.demo_data import PLANS, SEGMENTS, generate
+from sdk.errors import SealroomError
 from tests.cli.conftest import REPO, Result, fails, ok, sealroom
 
 ROOM = "brand-x-publisher"
@@ -204,6 +205,27 @@ def test_approved_runs_and_results(room: World) -> None:
     assert room.runs["lift"] in listed and "succeeded" in listed
     assert room.bundles["overlap"][:12] in ok(room.cli("publisher", "bundle", "list")).out
     ok(room.cli("brand", "room", "status"))
+
+
+def test_the_python_api_verifies_like_the_cli(room: World) -> None:
+    import sdk
+
+    party = sdk.Party("publisher", home=room.home("publisher"), coordinator=room.server.url,
+                      room=ROOM)
+    try:
+        log = party.log()
+        assert log.checkpoint is not None and log.runs_of(room.bundles["lift"]) == 1
+        assert any("NO DIFFERENTIAL PRIVACY" in r for r in party.risks(room.bundles["overlap"]))
+        result = party.result(room.runs["overlap"])
+        assert result.columns[0] == "figure" and result.receipt.status == "succeeded"
+        assert result.to_arrow().num_rows == len(result.rows)
+        with pytest.raises(SealroomError):  # not a recipient of the lift result
+            party.result(room.runs["lift"])
+    finally:
+        party.close()
+    receipt = room.home("publisher") / "rooms" / ROOM / "receipts" / f"{room.runs['overlap']}.json"
+    verified = sdk.verify_receipt(receipt, room.root / "room.manifest.json")
+    assert verified.receipt.run_id == room.runs["overlap"]
 
 
 def test_revoked_approval_stops_the_bundle(room: World) -> None:

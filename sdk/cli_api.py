@@ -1,0 +1,212 @@
+"""The ``sealroom`` operations as a Python API for notebooks: ``sdk.Party`` and
+``sdk.verify_receipt``.
+
+Every call performs the same verifications as the matching CLI command (pinned manifest,
+attestation before sealing, receipt and log checks against the last checkpoint stored in the
+home folder) and returns values instead of printing. ``sdk.Client`` remains the raw,
+unverified HTTP client.
+
+    from sdk import Party
+    brand = Party("brand", coordinator="http://127.0.0.1:8700", room="brand-x-publisher")
+    brand.upload("customers.csv", dataset="customers")
+    digest = brand.propose_template("overlap", {"left": "customers", "right": "visitors"},
+                                    recipients=["brand", "publisher"])
+    brand.approve(digest)
+    result = brand.result(brand.run(digest)["run_id"])
+    result.rows, result.meta, result.receipt.privacy
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdk.cli_bundle import build_template, load_bundle, parse_params, template_inputs
+from sdk.cli_common import Context, read_envelope_file, read_json_file
+from sdk.cli_data import seal_dataset, upload_sealed
+from sdk.cli_home import Home
+from sdk.cli_receipt import ReceiptFile, verify_receipt_file
+from sdk.cli_review import risk_report
+from sdk.cli_run import (
+    TERMINAL,
+    decode_result,
+    decrypt_output,
+    fetch_verified_receipt,
+    run_state,
+)
+from sdk.cli_state import (
+    PinnedRoom,
+    VerifiedLog,
+    current_worker,
+    fetch_log,
+    fetch_workers,
+    load_room,
+    utcnow,
+)
+from sdk.errors import NotFoundError, error_for_code
+from sdk.protocol.models import Upload
+from sdk.protocol.records import Receipt
+from sdk.protocol.verify import VerifiedReceipt, verify_manifest
+from sdk.statements import make_approval, make_bundle
+
+
+@dataclass(frozen=True)
+class Result:
+    """A decrypted, verified run result."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    meta: dict[str, Any]
+    receipt: Receipt
+    receipt_file: ReceiptFile
+
+    def to_arrow(self) -> Any:
+        """The result as a ``pyarrow.Table`` (needs pyarrow)."""
+        import pyarrow as pa
+
+        return pa.table({c: [row[i] for row in self.rows] for i, c in enumerate(self.columns)})
+
+
+class Party:
+    """One party's view of one room, with this machine's home folder as its memory."""
+
+    def __init__(self, name: str | None = None, *, key: str | Path | None = None,
+                 home: str | Path = "~/.sealroom", coordinator: str | None = None,
+                 room: str | None = None) -> None:
+        self.ctx = Context(home=Home(Path(home)), coordinator=coordinator,
+                           key_path=None if key is None else str(key), party=name, room=room,
+                           out=io.StringIO(), err=io.StringIO())
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.ctx.close()
+
+    def room(self) -> PinnedRoom:
+        """The pinned manifest, verified (every party signed, not expired)."""
+        return load_room(self.ctx)
+
+    def pin(self, manifest_file: str | Path, *, replace: bool = False) -> PinnedRoom:
+        """Verify a fully signed manifest file and pin its digest on this machine."""
+        envelope = read_envelope_file(manifest_file, "manifest")
+        manifest = verify_manifest(envelope, now=utcnow())
+        self.ctx.home.pin_manifest(manifest.room_id, envelope, replace=replace)
+        self.ctx.room = self.ctx.room or manifest.room_id
+        return PinnedRoom(envelope, manifest, envelope.digest())
+
+    def upload(self, path: str | Path, *, dataset: str, version: int | None = None,
+               country_code: str = "1") -> Upload:
+        """Verify the worker's attestation, prepare, seal and upload a CSV/Parquet file."""
+        room = self.room()
+        client = self.ctx.client()
+        worker = current_worker(room, client.attestations(room.room_id))
+        if version is None:
+            versions = [int(u.get("version", 0)) for u in client.uploads(room.room_id)
+                        if u.get("dataset") == dataset]
+            version = max(versions, default=0) + 1
+        with tempfile.TemporaryDirectory(prefix="sealroom-sealed-") as tmp:
+            statement, sealed = seal_dataset(self.ctx, room, worker, Path(path), dataset,
+                                             version, Path(tmp) / "data.sealed",
+                                             country_code=country_code)
+            return upload_sealed(self.ctx, room, statement, sealed)
+
+    def propose_template(self, template: str, params: dict[str, Any] | list[str], *,
+                         recipients: list[str], title: str = "", purpose: str = "",
+                         max_runs: int | None = None) -> str:
+        """Sign and submit a template bundle; returns its digest."""
+        room = self.room()
+        values = parse_params(params) if isinstance(params, list) else dict(params)
+        inputs: list[str | tuple[str, int]] = list(template_inputs(room, values))
+        _kind, code, output = build_template(template, values)
+        return self._propose(room, "template", code, output, inputs, recipients, values,
+                             template, title or f"{template} template", purpose, max_runs)
+
+    def propose(self, code_file: str | Path, output_spec_file: str | Path, *,
+                inputs: list[str], recipients: list[str], params: dict[str, Any] | None = None,
+                title: str = "", purpose: str = "", max_runs: int | None = None) -> str:
+        """Sign and submit a ``.py``/``.sql`` bundle with an output spec; returns its digest."""
+        from sdk.protocol.spec import OutputSpec
+
+        path = Path(code_file)
+        kind = {".py": "python", ".sql": "sql"}[path.suffix.lower()]
+        output = OutputSpec.from_dict(read_json_file(output_spec_file, "output spec"))
+        return self._propose(self.room(), kind, path.read_text(encoding="utf-8"), output,
+                             list(inputs), recipients, dict(params or {}), None,
+                             title or path.stem, purpose, max_runs)
+
+    def _propose(self, room: PinnedRoom, kind: str, code: str, output: Any,
+                 inputs: list[str | tuple[str, int]], recipients: list[str],
+                 params: dict[str, Any], template: str | None, title: str, purpose: str,
+                 max_runs: int | None) -> str:
+        envelope = make_bundle(self.ctx.key(), room.manifest, room.digest,
+                               sequence=int(time.time()), title=title, purpose=purpose,
+                               kind=kind, code=code, output=output, inputs=inputs,
+                               recipients=recipients, params=params, template=template,
+                               max_runs=max_runs)
+        self.ctx.client().submit_bundle(room.room_id, envelope)
+        return envelope.digest()
+
+    def risks(self, bundle: str) -> list[str]:
+        """The risk report of a bundle (verified against the manifest and the signed log)."""
+        room = self.room()
+        _envelope, parsed = load_bundle(self.ctx, room, bundle)
+        return risk_report(room, parsed, self.log())
+
+    def approve(self, bundle: str, reason: str = "", *, decision: str = "approve") -> None:
+        """Sign and send this party's approval (or ``decision="revoke"``) of a bundle."""
+        room = self.room()
+        envelope, _bundle = load_bundle(self.ctx, room, bundle)
+        approval = make_approval(self.ctx.key(), room.manifest, room.digest, envelope.digest(),
+                                 decision=decision, reason=reason)
+        client = self.ctx.client()
+        if decision == "approve":
+            client.submit_approval(room.room_id, approval)
+        else:
+            client.submit_revocation(room.room_id, approval)
+
+    def run(self, bundle: str, *, wait: bool = True, timeout: float = 900.0) -> dict[str, Any]:
+        """Start a run and (by default) wait for its end; a refused or failed run raises the
+        error of its code."""
+        room = self.room()
+        envelope, _bundle = load_bundle(self.ctx, room, bundle)
+        client = self.ctx.client()
+        run = client.create_run(room.room_id, envelope.digest(), idempotency_key=uuid.uuid4().hex)
+        deadline = time.monotonic() + timeout
+        while wait and run_state(run) not in TERMINAL:
+            if time.monotonic() > deadline:
+                raise NotFoundError(f"run {run['run_id']} not finished after {timeout}s")
+            time.sleep(0.25)
+            run = client.run(room.room_id, str(run["run_id"]))
+        if run_state(run) in ("refused", "failed"):
+            raise error_for_code(str(run.get("error_code") or "E_INTERNAL"),
+                                 str(run.get("message") or run_state(run)))
+        return dict(run)
+
+    def result(self, run_id: str) -> Result:
+        """Fetch, verify (receipt, log inclusion, consistency), decrypt and decode a result."""
+        room = self.room()
+        rfile, verified = fetch_verified_receipt(self.ctx, room, run_id, with_output=True)
+        receipt = verified.receipt
+        if receipt.status != "succeeded":
+            raise error_for_code(receipt.error_code or "E_INTERNAL",
+                                 str(receipt.details.get("message") or receipt.status))
+        columns, rows, meta = decode_result(decrypt_output(self.ctx, room, rfile, receipt))
+        return Result(columns, rows, meta, receipt, rfile)
+
+    def log(self) -> VerifiedLog:
+        """The room log, verified and checked against the last checkpoint seen here."""
+        room = self.room()
+        workers, _ = fetch_workers(self.ctx, room)
+        return fetch_log(self.ctx, room, workers)
+
+
+def verify_receipt(receipt_file: str | Path, manifest_file: str | Path) -> VerifiedReceipt:
+    """Verify a receipt file offline against a manifest file (what ``receipt verify`` does)."""
+    envelope = read_envelope_file(manifest_file, "manifest")
+    manifest = verify_manifest(envelope, now=utcnow())
+    rfile = ReceiptFile.from_dict(read_json_file(receipt_file, "receipt file"))
+    return verify_receipt_file(rfile, manifest, envelope.digest())
