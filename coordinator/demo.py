@@ -347,7 +347,7 @@ def _study(demo: Demo, platform_key: str, image_id: str, code_digest: str) -> No
         demo.sh("brand", "feedback", runs["overlap"], "--changed-decision", "no",
                 "--match-rate", f"{min(1.0, float(rate)):.4f}")
     demo.sh("brand", "room", "status")
-    demo.section("auditor: verify every receipt offline, then the whole log")
+    demo.section("auditor: every receipt and the whole log, verified offline from files")
     audit = demo.work / "audit"
     audit.mkdir()
     shutil.copy(manifest, audit / "room.manifest.json")
@@ -357,6 +357,9 @@ def _study(demo: Demo, platform_key: str, image_id: str, code_digest: str) -> No
         demo.sh("auditor", "receipt", "verify", str(audit / f"{run_id}.receipt.json"),
                 "--manifest", str(audit / "room.manifest.json"))
     demo.sh("publisher", "log", "verify")
+    demo.sh("publisher", "log", "export", "-o", str(audit / "log.json"))
+    demo.sh("auditor", "log", "verify", "--from", str(audit / "log.json"), "--manifest",
+            str(audit / "room.manifest.json"))
 
 
 def _truth(demo: Demo) -> None:

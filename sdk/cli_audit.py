@@ -9,6 +9,10 @@
   the last checkpoint this machine stored for the room (a rollback or a fork is reported as
   such, exit code of ``E_LOG``), and that every receipt of the room is included in the log;
   then it stores the new checkpoint.
+* ``log export -o FILE`` writes that verified log with every receipt and the attestations to
+  one file (``sealroom-log-export`` v1: room_id, manifest_digest, attestations, entries,
+  checkpoint, receipts by run id); ``log verify --from FILE --manifest M`` checks it offline,
+  with the same consistency check against the auditor's own stored checkpoint.
 """
 
 from __future__ import annotations
@@ -18,11 +22,23 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sdk.cli_common import Context, read_json_file, short
+from sdk.cli_common import Context, read_json_file, short, write_json_file
 from sdk.cli_receipt import ReceiptFile, match_output, verify_receipt_file
 from sdk.cli_run import receipt_file_for
-from sdk.cli_state import fetch_log, fetch_workers, load_room, utcnow
+from sdk.cli_state import (
+    PinnedRoom,
+    VerifiedLog,
+    VerifiedWorker,
+    fetch_log,
+    fetch_workers,
+    load_room,
+    utcnow,
+    verify_room_log,
+    verify_workers,
+)
 from sdk.errors import InputError, LogError
+from sdk.protocol._fields import check_keys, expect_mapping, get_list
+from sdk.protocol.dsse import Envelope
 from sdk.protocol.verify import verify_manifest
 
 
@@ -73,37 +89,18 @@ def cmd_receipt_verify(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_log_verify(ctx: Context, args: argparse.Namespace) -> int:
-    """Verify the whole room log, every receipt's inclusion, and consistency with the last
-    checkpoint this machine stored."""
-    room = load_room(ctx, args.room, args.manifest)
-    if args.manifest:
-        pinned = ctx.home.pinned_manifest(room.room_id)
-        if pinned is not None and pinned.digest() != room.digest:
-            raise InputError("the manifest given differs from the one pinned on this machine")
-    workers, rejected = fetch_workers(ctx, room)
-    log = fetch_log(ctx, room, workers)
+EXPORT_TYPE = "sealroom-log-export"
+
+
+def _report(ctx: Context, room: PinnedRoom, log: VerifiedLog, workers: int, rejected: list[str],
+            verified: int, results: int) -> None:
     size = 0 if log.checkpoint is None else log.checkpoint.tree_size
     kinds = Counter(e.kind for e in log.entries)
-    results = [e for e in log.entries if e.kind in ("run_finished", "run_refused")]
-    client = ctx.client()
-    envelopes = [w.envelope for w in workers]
-    verified = 0
-    for entry in results:
-        receipt_env = client.receipt(room.room_id, entry.run_id)
-        rfile = receipt_file_for(ctx, room, log, receipt_env, envelopes, entry.run_id, {})
-        verify_receipt_file(rfile, room.manifest, room.digest)
-        verified += 1
-    listed = {str(r.get("run_id")) for r in client.runs(room.room_id)
-              if isinstance(r, dict) and r.get("log_index") is not None}
-    missing = sorted(listed - {e.run_id for e in results})
-    if missing:
-        raise LogError(f"log: runs {', '.join(missing[:5])} have receipts but no log entry")
     ctx.say(f"room {room.room_id}: log VERIFIED")
     ctx.say(f"  entries     {size}, each signed by an attested worker; root "
             f"{'-' if log.checkpoint is None else short(log.checkpoint.root_hash)}")
     ctx.say("  kinds       " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
-    ctx.say(f"  receipts    {verified} of {len(results)} verified and included")
+    ctx.say(f"  receipts    {verified} of {results} verified and included")
     if log.previous is None:
         ctx.say("  consistency no checkpoint stored here before; this one is now stored")
     else:
@@ -111,7 +108,95 @@ def cmd_log_verify(ctx: Context, args: argparse.Namespace) -> int:
                 f"({log.previous.tree_size}/{short(log.previous.root_hash)})")
     ctx.say("  budget      " + ", ".join(
         f"{d.name} {log.spent(d.name)}/{d.epsilon_budget}" for d in room.manifest.datasets))
-    ctx.say(f"  workers     {len(workers)} attested" + (f"; not accepted: {'; '.join(rejected)}" if rejected else ""))
+    ctx.say(f"  workers     {workers} attested"
+            + (f"; not accepted: {'; '.join(rejected)}" if rejected else ""))
+
+
+def _verify_receipts(ctx: Context | None, room: PinnedRoom, log: VerifiedLog,
+                     attestations: list[Envelope], receipts: dict[str, Envelope]) -> int:
+    """Every run_finished / run_refused entry must have its receipt, verified and included."""
+    count = 0
+    for entry in log.entries:
+        if entry.kind not in ("run_finished", "run_refused"):
+            continue
+        envelope = receipts.get(entry.run_id)
+        if envelope is None:
+            raise LogError(f"log: no receipt for run {entry.run_id}")
+        rfile = receipt_file_for(ctx, room, log, envelope, attestations, entry.run_id, {})
+        verify_receipt_file(rfile, room.manifest, room.digest)
+        count += 1
+    return count
+
+
+def _online(ctx: Context, room: PinnedRoom) -> tuple[VerifiedLog, list[VerifiedWorker],
+                                                     list[str], dict[str, Envelope]]:
+    workers, rejected = fetch_workers(ctx, room)
+    log = fetch_log(ctx, room, workers)
+    client = ctx.client()
+    receipts = {e.run_id: client.receipt(room.room_id, e.run_id) for e in log.entries
+                if e.kind in ("run_finished", "run_refused")}
+    listed = {str(r.get("run_id")) for r in client.runs(room.room_id)
+              if isinstance(r, dict) and r.get("log_index") is not None}
+    missing = sorted(listed - set(receipts))
+    if missing:
+        raise LogError(f"log: runs {', '.join(missing[:5])} have receipts but no log entry")
+    return log, workers, rejected, receipts
+
+
+def cmd_log_verify(ctx: Context, args: argparse.Namespace) -> int:
+    """Verify the whole room log, every receipt's inclusion, and consistency with the last
+    checkpoint this machine stored (from the coordinator, or offline from a `log export`
+    file)."""
+    room = load_room(ctx, args.room, args.manifest)
+    if args.manifest:
+        pinned = ctx.home.pinned_manifest(room.room_id)
+        if pinned is not None and pinned.digest() != room.digest:
+            raise InputError("the manifest given differs from the one pinned on this machine")
+    if args.from_file:
+        if not args.manifest:
+            raise InputError("--from needs --manifest (the auditor's copy of the manifest)")
+        data = expect_mapping(read_json_file(args.from_file, "log export"), "log export")
+        check_keys(data, "log export", ["type", "version", "room_id", "manifest_digest",
+                                        "attestations", "entries", "checkpoint", "receipts"])
+        if data["type"] != EXPORT_TYPE or data["version"] != 1:
+            raise InputError(f"log export: not a {EXPORT_TYPE} (version 1)")
+        if data["room_id"] != room.room_id or data["manifest_digest"] != room.digest:
+            raise InputError("log export: of another room or manifest")
+        workers, rejected = verify_workers(room, [Envelope.from_dict(a) for a in
+                                                  get_list(data, "attestations", "log export")])
+        log = verify_room_log(
+            ctx.home, room, workers, [Envelope.from_dict(e) for e in
+                                      get_list(data, "entries", "log export", max_items=10**7)],
+            None if data["checkpoint"] is None else Envelope.from_dict(data["checkpoint"]))
+        receipts = {str(k): Envelope.from_dict(v) for k, v in
+                    expect_mapping(data["receipts"], "log export.receipts").items()}
+        online: Context | None = None
+    else:
+        log, workers, rejected, receipts = _online(ctx, room)
+        online = ctx
+    count = _verify_receipts(online, room, log, [w.envelope for w in workers], receipts)
+    results = sum(1 for e in log.entries if e.kind in ("run_finished", "run_refused"))
+    _report(ctx, room, log, len(workers), rejected, count, results)
+    return 0
+
+
+def cmd_log_export(ctx: Context, args: argparse.Namespace) -> int:
+    """Verify the room log as `log verify` does, then write it with every receipt and the
+    attestations to one file an auditor verifies offline (`log verify --from FILE`)."""
+    room = load_room(ctx, args.room)
+    log, workers, _rejected, receipts = _online(ctx, room)
+    _verify_receipts(ctx, room, log, [w.envelope for w in workers], receipts)
+    export = {
+        "type": EXPORT_TYPE, "version": 1, "room_id": room.room_id,
+        "manifest_digest": room.digest,
+        "attestations": [w.envelope.to_dict() for w in workers],
+        "entries": [e.to_dict() for e in log.envelopes],
+        "checkpoint": None if log.checkpoint_envelope is None else log.checkpoint_envelope.to_dict(),
+        "receipts": {k: v.to_dict() for k, v in receipts.items()},
+    }
+    path = write_json_file(args.out, export)
+    ctx.say(f"wrote {path}: {len(log.envelopes)} entries, {len(receipts)} receipts; an auditor "
+            f"runs: sealroom log verify --from {path.name} --manifest MANIFEST")
     return 0
 
 
@@ -128,4 +213,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     lsub = log.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     lv = lsub.add_parser("verify", parents=[common], help="entries, receipts, consistency")
     lv.add_argument("--manifest", help="the signed manifest file (default: the pinned one)")
+    lv.add_argument("--from", dest="from_file", help="verify a `log export` file offline")
     lv.set_defaults(handler=cmd_log_verify)
+    le = lsub.add_parser("export", parents=[common], help="the verified log, for auditors")
+    le.add_argument("-o", "--out", required=True, help="the export file (JSON)")
+    le.set_defaults(handler=cmd_log_export)

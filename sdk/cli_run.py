@@ -76,11 +76,12 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def receipt_file_for(
-    ctx: Context, room: PinnedRoom, log: VerifiedLog, receipt_envelope: Envelope,
+    ctx: Context | None, room: PinnedRoom, log: VerifiedLog, receipt_envelope: Envelope,
     workers: list[Envelope], run_id: str, outputs: dict[str, bytes],
 ) -> ReceiptFile:
     """Assemble the self-contained receipt file of a run from a verified log: the entry at the
-    receipt's index, its inclusion proof in the receipt's tree, and that tree's checkpoint."""
+    receipt's index, its inclusion proof in the receipt's tree, and that tree's checkpoint
+    (fetched from the coordinator when ``ctx`` is given and it is not the newest one)."""
     receipt = Receipt.from_dict(parse_json(receipt_envelope.payload))  # verified just after
     size, index = receipt.checkpoint.tree_size, receipt.log_index
     if log.checkpoint is None or size > log.checkpoint.tree_size or not 0 <= index < size:
@@ -88,7 +89,7 @@ def receipt_file_for(
     if log.root_at(size) != receipt.checkpoint.root_hash:
         raise LogError(f"receipt of {run_id}: its checkpoint is not a prefix of the verified log")
     checkpoint = log.checkpoint_envelope if size == log.checkpoint.tree_size else None
-    if checkpoint is None:
+    if checkpoint is None and ctx is not None:  # offline, the receipt's own copy suffices
         checkpoint = ctx.client().checkpoint(room.room_id, tree_size=size)
     return ReceiptFile(
         room_id=room.room_id,

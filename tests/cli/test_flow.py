@@ -295,6 +295,28 @@ def test_receipts_verify_offline_and_tampering_is_caught(room: World) -> None:
                    manifest), "E_")
 
 
+def test_log_export_is_verified_offline_by_an_auditor(room: World) -> None:
+    export = room.root / "log-export.json"
+    ok(room.cli("publisher", "log", "export", "-o", str(export)))
+    manifest = str(room.root / "room.manifest.json")
+    auditor = room.root / "home-auditor"
+    out = ok(sealroom("log", "verify", "--from", str(export), "--manifest", manifest,
+                      home=auditor)).out
+    assert "log VERIFIED" in out and "no checkpoint stored here before" in out
+    assert "extends the checkpoint seen before" in ok(sealroom(
+        "log", "verify", "--from", str(export), "--manifest", manifest, home=auditor)).out
+    data = json.loads(export.read_text())
+    data["receipts"].pop(room.runs["lift"])
+    (room.root / "no-receipt.json").write_text(json.dumps(data))
+    fails(sealroom("log", "verify", "--from", str(room.root / "no-receipt.json"), "--manifest",
+                   manifest, home=auditor), "E_LOG", 6)
+    data = json.loads(export.read_text())
+    data["entries"] = data["entries"][:-1]
+    (room.root / "short.json").write_text(json.dumps(data))
+    fails(sealroom("log", "verify", "--from", str(room.root / "short.json"), "--manifest",
+                   manifest, home=auditor), "E_LOG", 6)
+
+
 def test_log_rollback_and_fork_are_reported(room: World) -> None:
     db = room.server.data_dir / "sealroom.db"
     ok(room.cli("publisher", "log", "verify"))
