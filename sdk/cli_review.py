@@ -77,6 +77,8 @@ def risk_report(room: PinnedRoom, bundle: Bundle, log: VerifiedLog | None) -> li
         risks.append(f"each privacy unit may contribute {spec.max_contributions} rows")
     if bundle.kind in ("python", "sql"):
         risks.append(f"CUSTOM {bundle.kind.upper()} CODE: read it below")
+    if room.manifest.workers.allow_unisolated:
+        risks.append("the room accepts UNISOLATED workers (development setting)")
     owners = {room.manifest.dataset(d).owner for d in bundle.datasets}
     for recipient in bundle.recipients:
         if recipient not in owners:
