@@ -268,11 +268,13 @@ class Job:
         return tables
 
     def _run_query(self, state: TrustedJobState, tables: dict[str, bytes]) -> Any:
-        from enclave.runner import RunnerLimits, run_query
+        from enclave.resources import runner_limits
+        from enclave.runner import run_query
 
         bundle = state.bundle
         kind: Literal["python", "sql"] = "python" if bundle.kind == "python" else "sql"
-        return run_query(kind, bundle.code, tables, dict(bundle.params), RunnerLimits())
+        limits = runner_limits(sum(len(t) for t in tables.values()))
+        return run_query(kind, bundle.code, tables, dict(bundle.params), limits)
 
     def _apply_privacy(
         self, state: TrustedJobState, table: Any, tables: dict[str, bytes]

@@ -1,0 +1,47 @@
+"""Sizing the keyless runner from what the worker was given (container cgroup or host)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from enclave.runner import RunnerLimits
+
+GIB = 1 << 30
+SUPERVISOR_HEADROOM = 1 * GIB  # the supervisor keeps the decrypted inputs while the runner works
+_CGROUP_FILES = (
+    Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
+)
+
+
+def memory_available() -> int:
+    """The memory this worker may use: its cgroup limit, else the machine's physical memory."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in _CGROUP_FILES:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < physical:
+            return int(text)
+    return physical
+
+
+def runner_limits(input_bytes: int = 0) -> RunnerLimits:
+    """Limits for one runner: address space = available memory minus the supervisor's share
+    (the decrypted inputs plus headroom), at least 1 GiB; threads = CPUs this process may use.
+
+    RLIMIT_AS counts address space, not resident memory, so it is a ceiling the cgroup (in a
+    container) or the machine enforces first; its job is to turn runaway allocations into a
+    clean ``E_RESOURCE`` rather than an OOM kill of the whole worker.
+    """
+    available = memory_available()
+    runner = max(GIB, available - SUPERVISOR_HEADROOM - input_bytes)
+    threads = max(1, min(len(os.sched_getaffinity(0)), 8))
+    return RunnerLimits(
+        cpu_seconds=float(int(os.environ.get("SEALROOM_RUNNER_CPU_SECONDS", "600"))),
+        wall_seconds=float(int(os.environ.get("SEALROOM_RUNNER_WALL_SECONDS", "300"))),
+        memory_bytes=runner,
+        threads=threads,
+    )
