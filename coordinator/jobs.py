@@ -19,7 +19,7 @@ from typing import Any
 
 from coordinator.bundles import approvals_of, get_bundle, job_approvals
 from coordinator.context import Services
-from coordinator.logstore import LogHead, head, log_origin
+from coordinator.logstore import LogHead, head
 from coordinator.rooms import RoomView, active_room, envelope_of
 from coordinator.storage.models import RunRow, UploadRow, Worker
 from sdk.errors import (
@@ -36,7 +36,7 @@ from sdk.protocol._fields import expect_mapping
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.dsse import Envelope, open_envelope
 from sdk.protocol.models import Bundle
-from sdk.protocol.records import RUN_STATUSES, LogEntry, Receipt
+from sdk.protocol.records import RUN_STATUSES, LogEntry, Receipt, log_origin
 from sdk.protocol.verify import (
     log_leaf_hashes,
     receipt_core_digest,

@@ -23,11 +23,6 @@ from sdk.protocol.dsse import Envelope
 from sdk.protocol.records import Checkpoint, LogEntry
 
 
-def log_origin(room_id: str) -> str:
-    """The origin string the worker puts in a room's checkpoints."""
-    return f"sealroom/{room_id}/log"
-
-
 @dataclass(frozen=True)
 class LogHead:
     """A room's stored log: entries in order and the newest checkpoint (None when empty)."""

@@ -13,18 +13,13 @@ from sdk.protocol import merkle
 from sdk.protocol._time import now
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.keys import Signer
-from sdk.protocol.records import Checkpoint, LogEntry
+from sdk.protocol.records import Checkpoint, LogEntry, log_origin
 from sdk.protocol.verify import (
     log_leaf_hashes,
     verify_checkpoint,
     verify_log_against_checkpoint,
     verify_log_entries,
 )
-
-
-def log_origin(room_id: str) -> str:
-    """The origin string of a room's log (what checkpoints name)."""
-    return f"sealroom/{room_id}/log"
 
 
 @dataclass

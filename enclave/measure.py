@@ -2,8 +2,10 @@
 
 The measurement a manifest pins is ``(image_id, code_digest)``. The image id comes from the
 launcher (the Docker image id, or ``unisolated`` for the process launcher); the code digest is
-computed here over every ``.py`` file of the ``enclave`` and ``sdk`` packages, so a worker
-whose code changed cannot unseal keys provisioned for another code version.
+computed here over every ``.py`` file the worker can run: the ``enclave`` package and, of the
+``sdk`` package, its ``__init__``, ``errors`` and the ``protocol`` core (the CLI and the HTTP
+client never run in a worker). A worker whose code changed cannot unseal keys provisioned for
+another code version.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-_PACKAGES = ("enclave", "sdk")
+# (package, files inside it that count; None = every .py file)
+_SCOPE: tuple[tuple[str, tuple[str, ...] | None], ...] = (
+    ("enclave", None),
+    ("sdk", ("__init__.py", "errors.py", "protocol/")),
+)
 
 
 def _package_root(name: str) -> Path:
@@ -24,12 +30,17 @@ def _package_root(name: str) -> Path:
 def code_digest() -> str:
     """Hex SHA-256 over (relative path, file digest) of every source file, sorted."""
     outer = hashlib.sha256()
-    for package in _PACKAGES:
+    for package, only in _SCOPE:
         root = _package_root(package)
         for path in sorted(root.rglob("*.py")):
+            inner = path.relative_to(root).as_posix()
             if "__pycache__" in path.parts:
                 continue
-            relative = f"{package}/{path.relative_to(root).as_posix()}"
+            if only is not None and not any(
+                inner == item or (item.endswith("/") and inner.startswith(item)) for item in only
+            ):
+                continue
+            relative = f"{package}/{inner}"
             outer.update(relative.encode() + b"\0")
             outer.update(hashlib.sha256(path.read_bytes()).digest())
     return outer.hexdigest()

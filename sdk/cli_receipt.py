@@ -31,12 +31,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sdk.cli_state import log_origin
 from sdk.errors import InputError, LogError
 from sdk.protocol._fields import check_hex64, check_keys, expect_mapping
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.models import Manifest
-from sdk.protocol.records import Receipt
+from sdk.protocol.records import Receipt, log_origin
 from sdk.protocol.verify import VerifiedReceipt, verify_checkpoint, verify_receipt
 
 FILE_TYPE = "sealroom-receipt-file"

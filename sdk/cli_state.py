@@ -18,7 +18,7 @@ from sdk.protocol import merkle
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.models import Attestation, Manifest
-from sdk.protocol.records import Checkpoint, LogEntry
+from sdk.protocol.records import Checkpoint, LogEntry, log_origin
 from sdk.protocol.verify import (
     log_leaf_hashes,
     verify_attestation,
@@ -30,11 +30,6 @@ from sdk.protocol.verify import (
 
 if TYPE_CHECKING:
     from sdk.cli_home import Home
-
-
-def log_origin(room_id: str) -> str:
-    """The origin string a room's checkpoints name (same rule as the worker's ledger)."""
-    return f"sealroom/{room_id}/log"
 
 
 def utcnow() -> datetime:

@@ -34,6 +34,11 @@ LOG_KINDS = (
 )
 
 
+def log_origin(room_id: str) -> str:
+    """The origin string of a room's log: what every checkpoint of that room names."""
+    return f"sealroom/{room_id}/log"
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A signed statement of the room log's size and root."""
