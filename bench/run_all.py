@@ -1,0 +1,100 @@
+"""Run every benchmark and write docs/benchmarks.md with their output and the machine.
+
+    python bench/run_all.py [--quick]
+
+Each benchmark prints ratios against baselines it measures in the same run; absolute times on
+a shared 2-core VM mean little. ``--quick`` uses small sizes (a smoke run, not for figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHES: list[tuple[str, str, list[str], list[str]]] = [
+    ("seal", "Sealing and unsealing vs raw AES-GCM and SHA-256 (issue 2)", [], ["--size-mib", "128", "--rounds", "1"]),
+    ("runner", "Keyless runner hand-over and join vs in-process DuckDB and pandas (issue 3)", [], ["--left", "100000", "--right", "50000", "--repeat", "1"]),
+    ("enclave", "One enclave job, step by step (issue 3)", [], ["--brand", "100000", "--publisher", "50000"]),
+    ("privacy", "Aggregation + DP release vs plain DuckDB group-by (issue 4)", [], ["--sizes", "100000", "--repeat", "1"]),
+    ("query", "Incrementality template job vs plain DuckDB and pandas (issue 4)", [], ["--sizes", "100000x50000"]),
+    ("launcher", "DockerLauncher vs ProcessLauncher start-to-result (issue 5)", ["--enclave"], ["--repeat", "2"]),
+    ("upload", "Streaming upload over loopback, server RSS (issue 6)", [], ["--sizes-mb", "20,50"]),
+]
+
+
+def machine() -> str:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
+        f"load average at start {load}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--only", nargs="*", help="names of benchmarks to run")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`bench/run_all.py{' --quick' if args.quick else ''}`) on "
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Every benchmark measures its baseline in the same run and prints ratios; absolute",
+        "times on a shared VM are noisy.",
+        "",
+    ]
+    failed = 0
+    for name, title, extra, quick in BENCHES:
+        if args.only and name not in args.only:
+            continue
+        cmd = [sys.executable, str(ROOT / "bench" / f"{name}.py"), *extra, *(quick if args.quick else [])]
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        elapsed = time.perf_counter() - start
+        output = proc.stdout.strip() or "(no output)"
+        print(output, flush=True)
+        status = "" if proc.returncode == 0 else f" — FAILED (exit {proc.returncode})"
+        if proc.returncode:
+            failed += 1
+            output += "\n" + "\n".join(proc.stderr.strip().splitlines()[-15:])
+        parts += [
+            f"## {name}: {title}{status}",
+            "",
+            f"`python bench/{name}.py {' '.join(extra + (quick if args.quick else []))}`".replace(" `", "`"),
+            f"({elapsed:.0f} s)",
+            "",
+            "```",
+            output,
+            "```",
+            "",
+        ]
+    Path(args.out).write_text("\n".join(parts))
+    print(f"wrote {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
