@@ -218,13 +218,11 @@ class Job:
                 state.bundle_digest,
                 {"approvals": list(state.approvals.digests)},
             )
-        log.append(
-            signer,
-            "run_started",
-            run_id,
-            state.bundle_digest,
-            {"inputs": [d for _, d in state.uploads.values()]},
-        )
+        started: dict[str, Any] = {"inputs": [d for _, d in state.uploads.values()]}
+        isolation = self._isolation_digest()
+        if isolation:
+            started["isolation_settings"] = isolation
+        log.append(signer, "run_started", run_id, state.bundle_digest, started)
         for check in state.budget:
             if check.cost > 0 or check.delta_cost > 0:
                 log.append(
@@ -238,6 +236,15 @@ class Job:
                         "delta": str(check.delta_cost),
                     },
                 )
+
+    def _isolation_digest(self) -> str:
+        """The digest of the isolation settings the launcher inspected, as it handed it over
+        (relayed by the untrusted coordinator: recorded, not relied upon); "" when absent."""
+        try:
+            text = read_secret(self.root, "isolation.digest").decode("ascii")
+        except (InputError, UnicodeDecodeError):
+            return ""
+        return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else ""
 
     def _decrypt(
         self, files: JobFiles, state: TrustedJobState, keys: WorkerKeys

@@ -32,6 +32,8 @@ Isolation = Literal["container", "none"]
 
 JOB_MOUNT = "/job"
 SECRETS_DIRNAME = "secrets"
+#: the hex digest of the isolation settings the launcher checked, handed over with the secrets
+ISOLATION_DIGEST_SECRET = "isolation.digest"  # noqa: S105 - a file name, not a password
 WORKER_UID = 65534
 WORKER_GID = 65534
 DEFAULT_DEADLINE_S = 600.0

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from coordinator.launchers.base import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_OUTPUT_BYTES,
+    ISOLATION_DIGEST_SECRET,
     Isolation,
     Launcher,
     LaunchResult,
@@ -191,7 +192,9 @@ class DockerLauncher(Launcher):
         stream = api.attach(container_id, stdout=True, stderr=False, stream=True, logs=False)
         pump = _StdoutPump(stream, self.max_output_bytes, lambda: self._kill(container_id))
         pump.start()
-        write_secrets(job_path, secrets)
+        # the digest of the inspected settings travels with the secrets, so the worker records
+        # it in the run's log entry
+        write_secrets(job_path, {**secrets, ISOLATION_DIGEST_SECRET: settings_digest(settings).encode()})
         started = time.monotonic()
         api.start(container_id)
         timed_out = not self._wait(container_id, deadline_s)

@@ -24,6 +24,7 @@ from typing import ClassVar
 from coordinator.launchers.base import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_OUTPUT_BYTES,
+    ISOLATION_DIGEST_SECRET,
     JOB_MOUNT,
     Isolation,
     Launcher,
@@ -95,7 +96,10 @@ class ProcessLauncher(Launcher):
         job_path = prepare_job_dir(job_dir)
         run_id = run_id or uuid.uuid4().hex
         try:
-            write_secrets(job_path, secrets or {}, uid=None, gid=None)
+            digest = settings_digest(UNISOLATED_SETTINGS).encode()
+            write_secrets(
+                job_path, {**(secrets or {}), ISOLATION_DIGEST_SECRET: digest}, uid=None, gid=None
+            )
             return self._run(job_path, args, run_id, deadline_s)
         finally:
             remove_secrets(job_path)

@@ -92,6 +92,10 @@ def end_to_end(tmp_path: Path, launcher: Launcher) -> None:
                                   log_entry=info.log_entry, inclusion=info.inclusion_proof,
                                   outputs={"alice": sealed})
         assert verified.receipt.isolation == launcher.isolation
+        # the run's log entry records the digest of the isolation settings the launcher checked
+        started = [json.loads(e.payload) for e in alice.log_entries("room1")]
+        started = [e for e in started if e["kind"] == "run_started"]
+        assert len(started[0]["details"]["isolation_settings"]) == 64
         result = parse_json(open_bytes(sealed, room.alice.encryption_private))
         assert isinstance(result, dict) and result["columns"]
         # the budget (1.5) does not cover a second run of epsilon 1: the worker refuses

@@ -120,7 +120,10 @@ def test_t36_no_host_secrets_in_environment(report: dict[str, Any]) -> None:
 
 def test_t36_secrets_handed_over_to_worker_only(report: dict[str, Any]) -> None:
     secrets = report["secrets"]
-    assert secrets == {"worker.key": {"uid": 65534, "mode": "0o400", "size": len(SECRET)}}
+    assert secrets["worker.key"] == {"uid": 65534, "mode": "0o400", "size": len(SECRET)}
+    # besides the secrets, only the digest of the checked settings (64 hex characters)
+    assert secrets["isolation.digest"] == {"uid": 65534, "mode": "0o400", "size": 64}
+    assert set(secrets) == {"worker.key", "isolation.digest"}
 
 
 def test_t37_only_worker_processes_visible(report: dict[str, Any]) -> None:

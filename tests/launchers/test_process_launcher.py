@@ -60,7 +60,8 @@ def test_runs_with_job_dir_and_secrets(launcher: ProcessLauncher, job: Path,
     report = json.loads(result.stdout)
     assert report["args"] == ["report", str(job.resolve()), "--out",
                               str(job.resolve() / "out.json")]
-    assert report["secrets"] == {"worker.key": "k1"}
+    # the launcher hands over the digest of the settings it checked with the secrets
+    assert report["secrets"] == {"worker.key": "k1", "isolation.digest": result.settings_digest}
     assert "SEALROOM_DATABASE_URL" not in report["env"]
     assert b"stderr must never" not in result.stdout
     assert list((job / "secrets").iterdir()) == [], "secrets are removed after the run"
