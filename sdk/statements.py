@@ -13,7 +13,7 @@ from typing import Any
 from sdk.errors import InputError
 from sdk.protocol._time import format_time
 from sdk.protocol.dsse import Envelope, add_signature, sign_envelope
-from sdk.protocol.keys import PartyKey, PublicIdentity, Signer
+from sdk.protocol.keys import PartyKey, PublicIdentity
 from sdk.protocol.models import (
     Approval,
     Attestation,
@@ -218,7 +218,6 @@ def attestation_of(envelope: Envelope) -> Attestation:
 
 
 __all__ = [
-    "Signer",
     "attestation_of",
     "make_approval",
     "make_bundle",

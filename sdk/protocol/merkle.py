@@ -81,6 +81,15 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes
     return _subproof(old_size, leaf_hashes, True)
 
 
+def _shift_to_right_edge(fn: int, sn: int) -> tuple[int, int]:
+    """RFC 9162: shift ``fn`` and ``sn`` right until the low bit of ``fn`` is set or it is 0."""
+    while True:
+        fn >>= 1
+        sn >>= 1
+        if fn & 1 or fn == 0:
+            return fn, sn
+
+
 def verify_inclusion(
     leaf_hash_: bytes, index: int, tree_size: int, proof: Sequence[bytes], root_hash: bytes
 ) -> None:
@@ -97,11 +106,7 @@ def verify_inclusion(
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
             if not fn & 1:
-                while True:
-                    fn >>= 1
-                    sn >>= 1
-                    if fn & 1 or fn == 0:
-                        break
+                fn, sn = _shift_to_right_edge(fn, sn)
         else:
             r = node_hash(r, p)
         fn >>= 1
@@ -143,11 +148,7 @@ def verify_consistency(
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
             if not fn & 1:
-                while True:
-                    fn >>= 1
-                    sn >>= 1
-                    if fn & 1 or fn == 0:
-                        break
+                fn, sn = _shift_to_right_edge(fn, sn)
         else:
             sr = node_hash(sr, c)
         fn >>= 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
-from decimal import Decimal
 from typing import Any, ClassVar
 
 from sdk.errors import InputError
@@ -556,8 +555,3 @@ class Approval:
             issued_at=check_time(d["issued_at"], f"{where}.issued_at"),
             expires=check_time(d["expires"], f"{where}.expires"),
         )
-
-
-def decimal_of(text: str) -> Decimal:
-    """A validated decimal string as a Decimal."""
-    return Decimal(text)

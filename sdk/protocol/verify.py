@@ -16,7 +16,7 @@ from sdk.errors import AttestationError, InputError, LogError, SignatureError
 from sdk.protocol import merkle
 from sdk.protocol._time import parse_time
 from sdk.protocol.canonical import canonical_json, parse_json
-from sdk.protocol.dsse import Envelope, open_envelope, payload_type, verify_signatures
+from sdk.protocol.dsse import Envelope, open_envelope, payload_type
 from sdk.protocol.models import Approval, Attestation, Bundle, Manifest, Upload
 from sdk.protocol.records import Checkpoint, LogEntry, Receipt
 
@@ -211,10 +211,10 @@ def verify_log_entries(
     """Verify every log entry's signature and room. Raises ``LogError``."""
     parsed = []
     for i, envelope in enumerate(entries):
-        result = verify_signatures(envelope, trusted_workers, 1)
-        if not result.verified:
-            raise LogError(f"log: entry {i} is not signed by an attested worker")
-        payload, _ = open_envelope(envelope, LogEntry.KIND, trusted_workers, threshold=1)
+        try:  # one signature check per entry (open_envelope verifies before parsing)
+            payload, _ = open_envelope(envelope, LogEntry.KIND, trusted_workers, threshold=1)
+        except SignatureError as exc:
+            raise LogError(f"log: entry {i} is not signed by an attested worker") from exc
         entry = LogEntry.from_dict(payload)
         if entry.room_id != room_id:
             raise LogError(f"log: entry {i} belongs to another room")
