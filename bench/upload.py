@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from sdk.client import Client  # noqa: E402
-from sdk.protocol._time import format_time  # noqa: E402
+from sdk.protocol.clock import format_time  # noqa: E402
 from sdk.protocol.dsse import sign_envelope  # noqa: E402
 from sdk.protocol.keys import PartyKey, Signer  # noqa: E402
 from sdk.protocol.models import Manifest, Upload  # noqa: E402

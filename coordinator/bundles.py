@@ -19,7 +19,7 @@ from coordinator.rooms import active_room, envelope_of, envelope_text, now_utc
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import ApprovalRow, BundleRow
 from sdk.errors import ConflictError, InputError, NotFoundError, SignatureError
-from sdk.protocol._time import parse_time
+from sdk.protocol.clock import parse_time
 from sdk.protocol.dsse import Envelope, open_envelope
 from sdk.protocol.models import Approval
 from sdk.protocol.verify import verify_bundle

@@ -32,7 +32,7 @@ from sdk.errors import (
     SignatureError,
 )
 from sdk.protocol import merkle
-from sdk.protocol._fields import expect_mapping
+from sdk.protocol.fields import expect_mapping
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.dsse import Envelope, open_envelope
 from sdk.protocol.models import Bundle

@@ -22,7 +22,7 @@ from coordinator.settings import Settings
 from coordinator.storage.db import Database, utcnow
 from coordinator.storage.models import Worker
 from sdk.errors import AttestationError, ConfigError, InputError, SignatureError
-from sdk.protocol._fields import expect_mapping
+from sdk.protocol.fields import expect_mapping
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import Envelope, open_envelope
 from sdk.protocol.keys import Signer

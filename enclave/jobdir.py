@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdk.errors import InputError
-from sdk.protocol._fields import check_keys, check_name, expect_mapping, get_str
+from sdk.protocol.fields import check_keys, check_name, expect_mapping, get_str
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import MAX_ENVELOPE_BYTES, Envelope
 

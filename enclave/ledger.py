@@ -10,7 +10,7 @@ from typing import Any
 
 from sdk.errors import LogError
 from sdk.protocol import merkle
-from sdk.protocol._time import now
+from sdk.protocol.clock import now
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.keys import Signer
 from sdk.protocol.records import Checkpoint, LogEntry, log_origin

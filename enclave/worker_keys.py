@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl.public import PrivateKey
 
 from sdk.errors import AttestationError
-from sdk.protocol._time import now
+from sdk.protocol.clock import now
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.keys import Signer

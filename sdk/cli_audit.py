@@ -37,7 +37,7 @@ from sdk.cli_state import (
     verify_workers,
 )
 from sdk.errors import InputError, LogError
-from sdk.protocol._fields import check_keys, expect_mapping, get_list
+from sdk.protocol.fields import check_keys, expect_mapping, get_list
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.verify import verify_manifest
 

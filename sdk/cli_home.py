@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import ConflictError, InputError
-from sdk.protocol._fields import check_name
+from sdk.protocol.fields import check_name
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.records import Checkpoint

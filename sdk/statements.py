@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sdk.errors import InputError
-from sdk.protocol._time import format_time
+from sdk.protocol.clock import format_time
 from sdk.protocol.dsse import Envelope, add_signature, sign_envelope
 from sdk.protocol.keys import PartyKey, PublicIdentity
 from sdk.protocol.models import (

@@ -20,7 +20,7 @@ from decimal import Decimal
 from enclave.privacy._exact import quote
 from enclave.privacy._post import postprocess
 from sdk.errors import InputError
-from sdk.protocol._fields import check_decimal, check_name
+from sdk.protocol.fields import check_decimal, check_name
 from sdk.protocol.spec import DPSpec, GroupKey, Measure, OutputSpec
 
 SIDE_DOMAIN = ("both", "left_only", "right_only")

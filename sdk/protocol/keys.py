@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import (
 from nacl.public import PrivateKey as X25519PrivateKey
 
 from sdk.errors import InputError
-from sdk.protocol._fields import check_keys, check_name, expect_mapping
+from sdk.protocol.fields import check_keys, check_name, expect_mapping
 from sdk.protocol.canonical import canonical_json, parse_json
 
 KEY_FILE_TYPE = "sealroom-party-key"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from sdk.errors import InputError
-from sdk.protocol._fields import (
+from sdk.protocol.fields import (
     check_hex64,
     check_keys,
     check_name,
@@ -28,7 +28,7 @@ from sdk.protocol._fields import (
     get_str,
     get_str_list,
 )
-from sdk.protocol._time import check_time
+from sdk.protocol.clock import check_time
 from sdk.protocol.canonical import canonical_json
 from sdk.protocol.keys import PublicIdentity, _unhex
 from sdk.protocol.spec import OutputSpec

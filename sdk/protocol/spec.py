@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from sdk.errors import InputError
-from sdk.protocol._fields import (
+from sdk.protocol.fields import (
     check_decimal,
     check_keys,
     check_name,

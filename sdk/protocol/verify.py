@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sdk.errors import AttestationError, InputError, LogError, SignatureError
 from sdk.protocol import merkle
-from sdk.protocol._time import parse_time
+from sdk.protocol.clock import parse_time
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.dsse import Envelope, open_envelope, payload_type
 from sdk.protocol.models import Approval, Attestation, Bundle, Manifest, Upload

@@ -24,7 +24,7 @@ from coordinator.context import Services
 from coordinator.settings import Settings
 from coordinator.worker import ensure_platform_key
 from sdk.client import Client
-from sdk.protocol._time import format_time
+from sdk.protocol.clock import format_time
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.keys import PartyKey, Signer
 from sdk.protocol.models import Manifest, Upload

@@ -64,7 +64,7 @@ def test_result_signed_by_another_worker_is_refused(env: Env) -> None:
 def test_upload_to_an_unpublished_worker(env: Env) -> None:
     from datetime import UTC, datetime
 
-    from sdk.protocol._time import format_time
+    from sdk.protocol.clock import format_time
     from sdk.protocol.dsse import sign_envelope
     from sdk.protocol.models import Upload
 

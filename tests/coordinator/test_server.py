@@ -84,7 +84,7 @@ class Room:
     def statement(self, url: str, key: Any, dataset: str, data: bytes) -> Envelope:
         from datetime import UTC, datetime
 
-        from sdk.protocol._time import format_time
+        from sdk.protocol.clock import format_time
         from sdk.protocol.dsse import sign_envelope
         from sdk.protocol.models import Upload
 
