@@ -62,7 +62,7 @@ JOB = """
 import json, sys, time, resource
 from pathlib import Path
 from tests.kit import Room
-from enclave.privacy.templates import build
+from sdk.protocol.templates import build
 from sdk.protocol.dsse import Envelope
 brand, publisher, nb, npub, root = sys.argv[1:6]
 room = Room(Path(root), min_group_size=50, epsilon_budget="100")

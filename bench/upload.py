@@ -34,7 +34,7 @@ from sdk.protocol.dsse import sign_envelope  # noqa: E402
 from sdk.protocol.keys import PartyKey, Signer  # noqa: E402
 from sdk.protocol.models import Manifest, Upload  # noqa: E402
 from sdk.protocol.sealing import seal_stream, upload_binding  # noqa: E402
-from sdk.statements import sign_manifest  # noqa: E402
+from sdk.party.statements import sign_manifest
 
 ADMIN = "bench-admin"
 MB = 1_000_000

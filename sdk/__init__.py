@@ -4,8 +4,9 @@
 * ``sdk.Party`` — the party operations with every verification the CLI performs, for
   notebooks; ``sdk.verify_receipt`` — an auditor's offline receipt check.
 
-All are imported lazily, so ``import sdk`` stays cheap; the ``sealroom`` command lives in
-:mod:`sdk.cli`.
+All are imported lazily, so ``import sdk`` stays cheap. The library is :mod:`sdk.party` (it
+never prints) over :mod:`sdk.protocol` (every rule parties and the worker agree on); the
+``sealroom`` command, the only code that prints, is :mod:`sdk.cli`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sdk.cli_api import Party, Result, verify_receipt
     from sdk.client import Client
+    from sdk.party.party import Party, Result, verify_receipt
 
 __all__ = ["Client", "Party", "Result", "verify_receipt"]
 
@@ -25,7 +26,7 @@ def __getattr__(name: str) -> Any:
 
         return Client
     if name in ("Party", "Result", "verify_receipt"):
-        from sdk import cli_api
+        import sdk.party
 
-        return getattr(cli_api, name)
+        return getattr(sdk.party, name)
     raise AttributeError(f"module 'sdk' has no attribute {name!r}")

@@ -22,7 +22,7 @@ from sdk.protocol.keys import PartyKey, Signer
 from sdk.protocol.models import Manifest, Measurement
 from sdk.protocol.sealing import seal_stream, upload_binding
 from sdk.protocol.spec import OutputSpec
-from sdk.statements import make_approval, make_bundle, make_upload, sign_manifest
+from sdk.party.statements import make_approval, make_bundle, make_upload, sign_manifest
 
 CANARY = "CANARY-7f3a9c"
 

@@ -1,4 +1,10 @@
-"""Timestamps in signed payloads: RFC 3339 UTC with second precision (``2026-01-02T03:04:05Z``)."""
+"""The one clock, and timestamps in signed payloads: RFC 3339 UTC with second precision
+(``2026-01-02T03:04:05Z``).
+
+Functions that judge time (expiry, "issued in the future") take ``now`` as a parameter; only
+callers at the edge (a command, a request handler, the worker's entry point) read the clock,
+through :func:`utcnow`.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +22,14 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def utcnow() -> datetime:
+    """The current time (aware, UTC): the only place the project reads the wall clock."""
+    return datetime.now(UTC)
+
+
 def now() -> str:
     """The current time, formatted."""
-    return format_time(datetime.now(UTC))
+    return format_time(utcnow())
 
 
 def parse_time(text: object, where: str) -> datetime:

@@ -22,8 +22,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sdk.errors import InputError, SignatureError
-from sdk.protocol.fields import check_keys, expect_mapping
 from sdk.protocol.canonical import canonical_json, parse_json
+from sdk.protocol.fields import check_keys, expect_mapping
 from sdk.protocol.keys import Signer, keyid
 
 MAX_ENVELOPE_BYTES = 8 * 1024 * 1024

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.serialization import (
 from nacl.public import PrivateKey as X25519PrivateKey
 
 from sdk.errors import InputError
-from sdk.protocol.fields import check_keys, check_name, expect_mapping
 from sdk.protocol.canonical import canonical_json, parse_json
+from sdk.protocol.fields import check_keys, check_name, expect_mapping
 
 KEY_FILE_TYPE = "sealroom-party-key"
 KEY_FILE_MAX_BYTES = 64 * 1024
@@ -81,6 +81,19 @@ def ed25519_public_from_hex(text: object, where: str) -> Ed25519PublicKey:
 def raw_public(key: Ed25519PublicKey) -> bytes:
     """The raw 32 bytes of an Ed25519 public key."""
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def ed25519_verifies(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """True when ``signature`` is an Ed25519 signature of ``message`` by the raw 32-byte
+    ``public_key``.
+
+    Never raises: a malformed key or signature is reported as not verifying.
+    """
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -286,6 +299,7 @@ __all__ = [
     "PublicIdentity",
     "Signer",
     "ed25519_public_from_hex",
+    "ed25519_verifies",
     "identity_from_file",
     "keyid",
     "raw_public",

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from sdk.errors import InputError
+from sdk.protocol.canonical import canonical_json
+from sdk.protocol.clock import check_time
 from sdk.protocol.fields import (
     check_hex64,
     check_keys,
@@ -28,8 +30,6 @@ from sdk.protocol.fields import (
     get_str,
     get_str_list,
 )
-from sdk.protocol.clock import check_time
-from sdk.protocol.canonical import canonical_json
 from sdk.protocol.keys import PublicIdentity, _unhex
 from sdk.protocol.spec import OutputSpec
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from sdk.errors import InputError
+from sdk.protocol.clock import check_time
 from sdk.protocol.fields import (
     check_decimal,
     check_hex64,
@@ -20,7 +21,6 @@ from sdk.protocol.fields import (
     get_name,
     get_str,
 )
-from sdk.protocol.clock import check_time
 
 RUN_STATUSES = ("succeeded", "refused", "failed")
 LOG_KINDS = (

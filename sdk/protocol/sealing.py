@@ -387,3 +387,9 @@ def upload_binding(
         "dataset": dataset,
         "version": version,
     }
+
+
+def output_binding(room_id: str, run_id: str, recipient: str) -> dict[str, str]:
+    """The binding a run output's sealed header carries; the worker writes it and a recipient
+    requires exactly it when opening the output."""
+    return {"room_id": room_id, "run_id": run_id, "recipient": recipient}

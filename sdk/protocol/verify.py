@@ -14,10 +14,10 @@ from datetime import datetime
 
 from sdk.errors import AttestationError, InputError, LogError, SignatureError
 from sdk.protocol import merkle
-from sdk.protocol.clock import parse_time
 from sdk.protocol.canonical import canonical_json, parse_json
+from sdk.protocol.clock import parse_time
 from sdk.protocol.dsse import Envelope, open_envelope, payload_type
-from sdk.protocol.models import Approval, Attestation, Bundle, Manifest, Upload
+from sdk.protocol.models import Attestation, Bundle, Manifest, Upload
 from sdk.protocol.records import Checkpoint, LogEntry, Receipt
 
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -125,65 +125,6 @@ def verify_bundle(
     if (bundle.kind == "template") != (bundle.template is not None):
         raise InputError("bundle: template kind and template name go together")
     return bundle
-
-
-@dataclass(frozen=True)
-class ApprovalSet:
-    """The verified approvals of one bundle: one per party, in party order."""
-
-    approvals: tuple[Approval, ...]
-    digests: tuple[str, ...]
-
-
-def verify_approvals(
-    envelopes: Sequence[Envelope],
-    manifest: Manifest,
-    manifest_digest: str,
-    bundle_digest: str,
-    *,
-    now: datetime,
-) -> ApprovalSet:
-    """Check that every party approved this exact bundle and none revoked it.
-
-    Approvals of another bundle, room or manifest, expired ones, and envelopes of another type
-    (a receipt presented as an approval) are refused, not skipped.
-
-    Raises:
-        SignatureError: a party is missing, an approval is signed by someone other than the
-            party it names, or a party revoked (the message names them).
-        InputError: a malformed approval or one bound to something else.
-    """
-    keys = manifest.signing_keys()
-    by_party: dict[str, tuple[Approval, str]] = {}
-    revoked: list[str] = []
-    for envelope in envelopes:
-        payload, result = open_envelope(envelope, Approval.KIND, keys, threshold=1)
-        approval = Approval.from_dict(payload)
-        if approval.party not in result.signed:
-            raise SignatureError("approval: not signed by the party it names")
-        if (
-            approval.room_id != manifest.room_id
-            or approval.manifest_digest != manifest_digest
-            or approval.bundle_digest != bundle_digest
-        ):
-            raise InputError("approval: bound to another room, manifest or bundle")
-        if parse_time(approval.expires, "approval.expires") <= now:
-            raise SignatureError(f"approval: the approval of {approval.party} has expired")
-        if parse_time(approval.issued_at, "approval.issued_at") > now:
-            raise InputError("approval: issued in the future")
-        if approval.decision == "revoke":
-            revoked.append(approval.party)
-            continue
-        if approval.party in by_party:
-            raise InputError(f"approval: two approvals from {approval.party}")
-        by_party[approval.party] = (approval, envelope.digest())
-    if revoked:
-        raise SignatureError(f"approvals: revoked by {', '.join(sorted(set(revoked)))}")
-    missing = [p.name for p in manifest.parties if p.name not in by_party]
-    if missing:
-        raise SignatureError(f"approvals: missing from {', '.join(missing)}")
-    ordered = [by_party[p.name] for p in manifest.parties]
-    return ApprovalSet(tuple(a for a, _ in ordered), tuple(d for _, d in ordered))
 
 
 def worker_keys(attestations: Sequence[Attestation]) -> dict[str, bytes]:

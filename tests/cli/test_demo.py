@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from coordinator.demo import WORKER_IMAGE, docker_ready
+from coordinator.cli.demo import WORKER_IMAGE, docker_ready
 from tests.cli.conftest import ok, sealroom
 
 

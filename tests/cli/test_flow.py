@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coordinator.demo import free_port, room_toml
-from coordinator.demo_data import PLANS, SEGMENTS, generate
+from coordinator.cli.demo import free_port, room_toml
+from coordinator.cli.demo_data import PLANS, SEGMENTS, generate
 from sdk.errors import SealroomError
 from tests.cli.conftest import REPO, Result, fails, ok, sealroom
 

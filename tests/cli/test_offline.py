@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sdk.cli_receipt import ReceiptFile
+from sdk.party.receipts import ReceiptFile
 from sdk.protocol import merkle
 from sdk.protocol.canonical import canonical_json
 from sdk.protocol.dsse import Envelope

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from sdk.cli_bundle import parse_params
-from sdk.cli_common import render_table
-from sdk.cli_home import Home
-from sdk.cli_receipt import ReceiptFile
-from sdk.cli_state import check_consistency
+from sdk.party.bundles import parse_params
+from sdk.cli.context import render_table
+from sdk.party.home import Home
+from sdk.party.receipts import ReceiptFile
+from sdk.party.trust import check_consistency
 from sdk.errors import ConflictError, InputError, LogError
 from sdk.protocol import merkle
 from sdk.protocol.dsse import Envelope

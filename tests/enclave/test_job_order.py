@@ -75,7 +75,7 @@ def test_tampered_bundle_byte(room: Room) -> None:  # T53
 
 
 def test_revoked_approval(room: Room) -> None:
-    from sdk.statements import make_approval
+    from sdk.party.statements import make_approval
 
     b = room.bundle(SQL, AGG)
     revoke = make_approval(
@@ -87,7 +87,7 @@ def test_revoked_approval(room: Room) -> None:
 
 
 def test_approval_signed_by_foreign_key(room: Room) -> None:  # T56
-    from sdk.statements import make_approval
+    from sdk.party.statements import make_approval
 
     b = room.bundle(SQL, AGG)
     mallory = PartyKey.from_seeds("bob", seed("m-s"), seed("m-e"))
@@ -137,7 +137,7 @@ def test_upload_of_another_room(room: Room) -> None:  # T58
 
 def test_upload_signed_by_non_owner(room: Room) -> None:
     from sdk.protocol.sealing import SealResult
-    from sdk.statements import make_upload
+    from sdk.party.statements import make_upload
 
     original = json.loads(room.uploads[0].payload)
     fake = SealResult(

@@ -24,9 +24,9 @@ from sdk.protocol.dsse import Envelope, Signature, sign_envelope
 from sdk.protocol.keys import Signer
 from sdk.protocol.models import Approval, Attestation, Manifest, Measurement, Upload
 from sdk.protocol.records import Checkpoint, LogEntry, Receipt
+from sdk.protocol.approvals import verify_approvals
 from sdk.protocol.verify import (
     log_leaf_hashes,
-    verify_approvals,
     verify_attestation,
     verify_bundle,
     verify_checkpoint,

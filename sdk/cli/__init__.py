@@ -2,9 +2,12 @@
 
 Parties: ``keys``, ``room``, ``data``, ``bundle``, ``run``, ``result``, ``feedback``.
 Auditors: ``receipt verify`` (offline), ``log verify``.
-Operators: ``coordinator serve``, ``worker build``, ``worker provision``, ``demo`` — implemented
-in ``coordinator.cli_ops`` and imported only when used (ADR 0002), so a party's install stays
-light; without the coordinator extra they fail with one ``E_CONFIG`` line.
+Operators: ``coordinator serve``, ``worker build``, ``worker provision``, ``demo`` — provided by
+the coordinator package through the ``sealroom.commands`` entry point (:mod:`sdk.cli.plugins`,
+ADR 0006), so the SDK never imports it; without the coordinator extra they fail with one
+``E_CONFIG`` line.
+
+This package is the only code that prints; the operations are :mod:`sdk.party`.
 
 Promises: exit code 0 on success, otherwise the ``exit_code`` of the error's class
 (``sdk.errors``); an error is reported as one line from ``diagnostics()`` on stderr; a
@@ -14,7 +17,6 @@ traceback only with ``--debug``. Results go to stdout, progress and warnings to 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import traceback
@@ -22,15 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from sdk.cli_common import ENV_COORDINATOR, ENV_HOME, Context
-from sdk.cli_home import Home
-from sdk.errors import ConfigError, InputError, SealroomError
+from sdk.cli import plugins
+from sdk.cli.context import Context
+from sdk.errors import InputError, SealroomError
+from sdk.party.home import Home
+from sdk.party.session import ENV_COORDINATOR, ENV_HOME
 
-OPS_COMMANDS = {
-    "coordinator": "run the coordinator service (operators)",
-    "worker": "build the worker image, provision worker keys (operators)",
-    "demo": "a complete two-party study on this machine",
-}
 INTERRUPTED = 130
 
 
@@ -59,7 +58,7 @@ def _version() -> str:
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The argument parser of every command, and the parent parser of shared options."""
-    from sdk import cli_audit, cli_bundle, cli_data, cli_keys, cli_room, cli_run
+    from sdk.cli import audit, bundle, data, keys, room, run
 
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, suppress=True)
@@ -70,14 +69,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     _global_options(parser, suppress=False)
     parser.add_argument("--version", action="version", version=f"sealroom {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    cli_keys.register(sub, common)
-    cli_room.register(sub, common)
-    cli_data.register(sub, common)
-    cli_bundle.register(sub, common)
-    cli_run.register(sub, common)
-    cli_audit.register(sub, common)
-    for name, text in OPS_COMMANDS.items():
-        sub.add_parser(name, help=text, add_help=False)  # parsed by coordinator.cli_ops
+    for module in (keys, room, data, bundle, run, audit):
+        module.register(sub, common)
+    for name, entry in sorted(plugins.discover().items()):
+        if name not in sub.choices:  # a plugin never shadows a party command
+            sub.add_parser(name, help=plugins.help_of(entry), add_help=False)
     _describe(parser)
     return parser, common
 
@@ -93,11 +89,12 @@ def _describe(parser: argparse.ArgumentParser) -> None:
                 _describe(child)
 
 
+PARTY_COMMANDS = {"keys", "room", "data", "bundle", "run", "result", "feedback", "receipt", "log"}
 _VALUED = {"--home", "--coordinator", "--key", "--as", "--room"}
 
 
-def _ops_split(argv: list[str]) -> int | None:
-    """The index of an operator command in ``argv`` (its options are forwarded untouched)."""
+def _plugin_split(argv: list[str], names: set[str]) -> int | None:
+    """The index of a plugin command in ``argv`` (its options are forwarded untouched)."""
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -106,24 +103,8 @@ def _ops_split(argv: list[str]) -> int | None:
         elif arg.startswith("-"):
             i += 1
         else:
-            return i if arg in OPS_COMMANDS else None
+            return i if arg in names else None
     return None
-
-
-def _ops(ctx: Context, command: str, rest: list[str]) -> int:
-    extra = (
-        f"`sealroom {command}` needs the coordinator extra: "
-        "pip install 'sealroom[coordinator,enclave]'"
-    )
-    try:
-        module = importlib.import_module("coordinator.cli_ops")
-    except ImportError as exc:
-        raise ConfigError(extra) from exc
-    try:
-        result: int = module.main(command, rest, ctx)
-    except ImportError as exc:  # an operator dependency imported on first use
-        raise ConfigError(f"{extra} ({exc.name or 'a module'} is missing)") from exc
-    return result
 
 
 def make_context(
@@ -152,7 +133,8 @@ def run_command(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO |
     """Run one command with its output sent to ``out``/``err`` (the demo runs commands
     in-process this way); same promises as :func:`main`."""
     argv = list(argv)
-    split = _ops_split(argv)
+    found = plugins.discover()
+    split = _plugin_split(argv, set(found) - PARTY_COMMANDS)
     if split is not None:
         glob = argparse.ArgumentParser(prog="sealroom", add_help=False)
         _global_options(glob, suppress=False)
@@ -162,8 +144,8 @@ def run_command(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO |
         args = build_parser()[0].parse_args(argv)
     ctx = make_context(args, out, err)
     try:
-        if args.command in OPS_COMMANDS:
-            return _ops(ctx, args.command, list(args.rest))
+        if split is not None:
+            return plugins.load(found[args.command]).run(list(args.rest), ctx)
         code: int = args.handler(ctx, args)
         return code
     except SealroomError as exc:

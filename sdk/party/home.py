@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import ConflictError, InputError
-from sdk.protocol.fields import check_name
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.dsse import Envelope
+from sdk.protocol.fields import check_name
 from sdk.protocol.records import Checkpoint
 
 PUBLIC_FILE_TYPE = "sealroom-party-public"

@@ -6,7 +6,8 @@ without DP costs nothing (its protection is the minimum group size). Datasets ar
 not split, because the same person may appear in several datasets. Budgets are epsilon budgets
 (the manifest's); delta is reported but not budgeted.
 
-This module imports no pandas, pyarrow or OpenDP so that the SDK (``bundle review``) can use it.
+Every figure of spent budget, run count and remaining budget, in the worker, the SDK
+(``bundle review``, ``room status``) and the coordinator's metrics, comes from here.
 All arithmetic is exact ``Decimal`` with 100 digits of precision (decimal strings in signed
 payloads have up to 36 digits).
 """
@@ -14,11 +15,18 @@ payloads have up to 36 digits).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from decimal import Decimal, localcontext
-from typing import TypedDict
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation, localcontext
+from typing import TYPE_CHECKING, TypedDict
 
 from sdk.errors import PrivacyError
 from sdk.protocol.spec import OutputSpec
+
+if TYPE_CHECKING:
+    from sdk.protocol.records import LogEntry
+
+CHARGE_KIND = "budget_charged"
+RUN_STARTED_KIND = "run_started"
 
 _PREC = 100
 
@@ -106,3 +114,62 @@ def check_budget(
     short = sorted(name for name, line in estimate(spec, budgets, spent).items() if not line["ok"])
     if short:
         raise PrivacyError(f"privacy budget exhausted for dataset(s) {short}")
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What one dataset has been charged so far: exact epsilon and delta."""
+
+    epsilon: Decimal = Decimal(0)
+    delta: Decimal = Decimal(0)
+
+
+def _charge(entry: LogEntry, key: str) -> Decimal:
+    try:
+        value = Decimal(str(entry.details.get(key, "0")))
+    except InvalidOperation as exc:
+        raise PrivacyError(f"a budget charge has a malformed {key}") from exc
+    if not value.is_finite() or value < 0:
+        raise PrivacyError(f"a budget charge has a malformed {key}")
+    return value
+
+
+def spent_by_dataset(entries: Iterable[LogEntry]) -> dict[str, Spent]:
+    """Dataset → what its ``budget_charged`` entries add up to (datasets never charged are
+    absent). The entries must already be verified (worker signature, chain).
+
+    Raises ``PrivacyError`` for a charge that is not a finite, non-negative decimal.
+    """
+    totals: dict[str, Spent] = {}
+    with localcontext() as ctx:
+        ctx.prec = _PREC
+        for entry in entries:
+            if entry.kind != CHARGE_KIND:
+                continue
+            name = str(entry.details.get("dataset", ""))
+            old = totals.get(name, Spent())
+            totals[name] = Spent(old.epsilon + _charge(entry, "epsilon"),
+                                 old.delta + _charge(entry, "delta"))
+    return totals
+
+
+def spent_of(entries: Iterable[LogEntry], dataset: str) -> Spent:
+    """What ``dataset`` has been charged, from verified log entries (see
+    :func:`spent_by_dataset`)."""
+    return spent_by_dataset(entries).get(dataset, Spent())
+
+
+def runs_of(entries: Iterable[LogEntry], bundle_digest: str) -> int:
+    """How many runs of ``bundle_digest`` have started, from verified log entries."""
+    return sum(1 for e in entries if e.kind == RUN_STARTED_KIND and e.subject == bundle_digest)
+
+
+def runs_affordable(left: Decimal, cost: Decimal) -> int | None:
+    """How many more runs at ``cost`` fit in ``left`` (``None``: unlimited, the run costs 0)."""
+    if cost <= 0:
+        return None
+    if left <= 0:
+        return 0
+    with localcontext() as ctx:
+        ctx.prec = _PREC
+        return int(left // cost)

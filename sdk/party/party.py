@@ -18,41 +18,42 @@ unverified HTTP client.
 
 from __future__ import annotations
 
-import io
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdk.cli_bundle import build_template, load_bundle, parse_params, template_inputs
-from sdk.cli_common import Context, read_envelope_file, read_json_file
-from sdk.cli_data import seal_dataset, upload_sealed
-from sdk.cli_home import Home
-from sdk.cli_receipt import ReceiptFile, verify_receipt_file
-from sdk.cli_review import risk_report
-from sdk.cli_run import (
-    TERMINAL,
+from sdk.errors import error_for_code
+from sdk.party.bundles import (
+    build_template,
+    decide,
+    load_bundle,
+    parse_params,
+    template_inputs,
+)
+from sdk.party.data import next_version, seal_dataset, upload_sealed, worker_for
+from sdk.party.events import OnEvent, ignore
+from sdk.party.files import read_envelope_file, read_json_file
+from sdk.party.home import Home
+from sdk.party.receipts import ReceiptFile, verify_receipt_file
+from sdk.party.results import (
     decode_result,
     decrypt_output,
     fetch_verified_receipt,
-    run_state,
+    raise_for_run,
+    start_run,
+    wait_for_run,
 )
-from sdk.cli_state import (
-    PinnedRoom,
-    VerifiedLog,
-    current_worker,
-    fetch_log,
-    fetch_workers,
-    load_room,
-    utcnow,
-)
-from sdk.errors import NotFoundError, error_for_code
+from sdk.party.review import risk_report
+from sdk.party.session import Session
+from sdk.party.statements import make_bundle
+from sdk.party.trust import PinnedRoom, VerifiedLog, fetch_log, fetch_workers, load_room
+from sdk.protocol.clock import utcnow
 from sdk.protocol.models import Upload
 from sdk.protocol.records import Receipt
+from sdk.protocol.spec import OutputSpec
 from sdk.protocol.verify import VerifiedReceipt, verify_manifest
-from sdk.statements import make_approval, make_bundle
 
 
 @dataclass(frozen=True)
@@ -77,42 +78,39 @@ class Party:
 
     def __init__(self, name: str | None = None, *, key: str | Path | None = None,
                  home: str | Path = "~/.sealroom", coordinator: str | None = None,
-                 room: str | None = None) -> None:
-        self.ctx = Context(home=Home(Path(home)), coordinator=coordinator,
-                           key_path=None if key is None else str(key), party=name, room=room,
-                           out=io.StringIO(), err=io.StringIO())
+                 room: str | None = None, on_event: OnEvent = ignore) -> None:
+        self.session = Session(home=Home(Path(home).expanduser()), coordinator=coordinator,
+                               key_path=None if key is None else str(key), party=name,
+                               room=room, on_event=on_event)
 
     def close(self) -> None:
         """Close the HTTP connections."""
-        self.ctx.close()
+        self.session.close()
 
     def room(self) -> PinnedRoom:
         """The pinned manifest, verified (every party signed, not expired)."""
-        return load_room(self.ctx)
+        return load_room(self.session)
 
     def pin(self, manifest_file: str | Path, *, replace: bool = False) -> PinnedRoom:
         """Verify a fully signed manifest file and pin its digest on this machine."""
         envelope = read_envelope_file(manifest_file, "manifest")
         manifest = verify_manifest(envelope, now=utcnow())
-        self.ctx.home.pin_manifest(manifest.room_id, envelope, replace=replace)
-        self.ctx.room = self.ctx.room or manifest.room_id
+        self.session.home.pin_manifest(manifest.room_id, envelope, replace=replace)
+        self.session.room = self.session.room or manifest.room_id
         return PinnedRoom(envelope, manifest, envelope.digest())
 
     def upload(self, path: str | Path, *, dataset: str, version: int | None = None,
                country_code: str = "1") -> Upload:
         """Verify the worker's attestation, prepare, seal and upload a CSV/Parquet file."""
         room = self.room()
-        client = self.ctx.client()
-        worker = current_worker(room, client.attestations(room.room_id))
+        worker = worker_for(self.session, room)
         if version is None:
-            versions = [int(u.get("version", 0)) for u in client.uploads(room.room_id)
-                        if u.get("dataset") == dataset]
-            version = max(versions, default=0) + 1
+            version = next_version(self.session, room, dataset)
         with tempfile.TemporaryDirectory(prefix="sealroom-sealed-") as tmp:
-            statement, sealed = seal_dataset(self.ctx, room, worker, Path(path), dataset,
+            statement, sealed = seal_dataset(self.session, room, worker, Path(path), dataset,
                                              version, Path(tmp) / "data.sealed",
                                              country_code=country_code)
-            return upload_sealed(self.ctx, room, statement, sealed)
+            return upload_sealed(self.session, room, statement, sealed)
 
     def propose_template(self, template: str, params: dict[str, Any] | list[str], *,
                          recipients: list[str], title: str = "", purpose: str = "",
@@ -129,8 +127,6 @@ class Party:
                 inputs: list[str], recipients: list[str], params: dict[str, Any] | None = None,
                 title: str = "", purpose: str = "", max_runs: int | None = None) -> str:
         """Sign and submit a ``.py``/``.sql`` bundle with an output spec; returns its digest."""
-        from sdk.protocol.spec import OutputSpec
-
         path = Path(code_file)
         kind = {".py": "python", ".sql": "sql"}[path.suffix.lower()]
         output = OutputSpec.from_dict(read_json_file(output_spec_file, "output spec"))
@@ -138,70 +134,57 @@ class Party:
                              list(inputs), recipients, dict(params or {}), None,
                              title or path.stem, purpose, max_runs)
 
-    def _propose(self, room: PinnedRoom, kind: str, code: str, output: Any,
+    def _propose(self, room: PinnedRoom, kind: str, code: str, output: OutputSpec,
                  inputs: list[str | tuple[str, int]], recipients: list[str],
                  params: dict[str, Any], template: str | None, title: str, purpose: str,
                  max_runs: int | None) -> str:
-        envelope = make_bundle(self.ctx.key(), room.manifest, room.digest,
+        envelope = make_bundle(self.session.key(), room.manifest, room.digest,
                                sequence=int(time.time()), title=title, purpose=purpose,
                                kind=kind, code=code, output=output, inputs=inputs,
                                recipients=recipients, params=params, template=template,
                                max_runs=max_runs)
-        self.ctx.client().submit_bundle(room.room_id, envelope)
+        self.session.client().submit_bundle(room.room_id, envelope)
         return envelope.digest()
 
     def risks(self, bundle: str) -> list[str]:
         """The risk report of a bundle (verified against the manifest and the signed log)."""
         room = self.room()
-        _envelope, parsed = load_bundle(self.ctx, room, bundle)
+        _envelope, parsed = load_bundle(self.session, room, bundle)
         return risk_report(room, parsed, self.log())
 
     def approve(self, bundle: str, reason: str = "", *, decision: str = "approve") -> None:
         """Sign and send this party's approval (or ``decision="revoke"``) of a bundle."""
         room = self.room()
-        envelope, _bundle = load_bundle(self.ctx, room, bundle)
-        approval = make_approval(self.ctx.key(), room.manifest, room.digest, envelope.digest(),
-                                 decision=decision, reason=reason)
-        client = self.ctx.client()
-        if decision == "approve":
-            client.submit_approval(room.room_id, approval)
-        else:
-            client.submit_revocation(room.room_id, approval)
+        envelope, _bundle = load_bundle(self.session, room, bundle)
+        decide(self.session, room, envelope, decision, reason=reason)
 
     def run(self, bundle: str, *, wait: bool = True, timeout: float = 900.0) -> dict[str, Any]:
         """Start a run and (by default) wait for its end; a refused or failed run raises the
         error of its code."""
         room = self.room()
-        envelope, _bundle = load_bundle(self.ctx, room, bundle, check_template=False)
-        client = self.ctx.client()
-        run = client.create_run(room.room_id, envelope.digest(), idempotency_key=uuid.uuid4().hex)
-        deadline = time.monotonic() + timeout
-        while wait and run_state(run) not in TERMINAL:
-            if time.monotonic() > deadline:
-                raise NotFoundError(f"run {run['run_id']} not finished after {timeout}s")
-            time.sleep(0.25)
-            run = client.run(room.room_id, str(run["run_id"]))
-        if run_state(run) in ("refused", "failed"):
-            raise error_for_code(str(run.get("error_code") or "E_INTERNAL"),
-                                 str(run.get("message") or run_state(run)))
-        return dict(run)
+        envelope, _bundle = load_bundle(self.session, room, bundle, check_template=False)
+        run = start_run(self.session, room, envelope)
+        if wait:
+            run = wait_for_run(self.session, room, run, timeout=timeout)
+        raise_for_run(run)
+        return run
 
     def result(self, run_id: str) -> Result:
         """Fetch, verify (receipt, log inclusion, consistency), decrypt and decode a result."""
         room = self.room()
-        rfile, verified = fetch_verified_receipt(self.ctx, room, run_id, with_output=True)
+        rfile, verified = fetch_verified_receipt(self.session, room, run_id, with_output=True)
         receipt = verified.receipt
         if receipt.status != "succeeded":
             raise error_for_code(receipt.error_code or "E_INTERNAL",
                                  str(receipt.details.get("message") or receipt.status))
-        columns, rows, meta = decode_result(decrypt_output(self.ctx, room, rfile, receipt))
+        columns, rows, meta = decode_result(decrypt_output(self.session, room, rfile, receipt))
         return Result(columns, rows, meta, receipt, rfile)
 
     def log(self) -> VerifiedLog:
         """The room log, verified and checked against the last checkpoint seen here."""
         room = self.room()
-        workers, _ = fetch_workers(self.ctx, room)
-        return fetch_log(self.ctx, room, workers)
+        workers, _ = fetch_workers(self.session, room)
+        return fetch_log(self.session, room, workers)
 
 
 def verify_receipt(receipt_file: str | Path, manifest_file: str | Path) -> VerifiedReceipt:

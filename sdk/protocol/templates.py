@@ -3,8 +3,10 @@
 Each template turns a parameter mapping into a ``TemplateBundle``: a DuckDB SELECT over the
 tables named exactly as the datasets (one row per privacy unit), the ``OutputSpec`` the platform
 enforces, and the name of the post-processing that derives the headline figures from the
-released (already protected) table. Post-processing never sees row-level data, so it costs no
-privacy. Parameter errors raise ``InputError`` (E_INPUT).
+released (already protected) table. Post-processing (in the worker, ``enclave.privacy._post``)
+never sees row-level data, so it costs no privacy. This module is pure: parties generate and
+review template bundles with it, and the worker regenerates the code to compare, without pandas,
+DuckDB or OpenDP. Parameter errors raise ``InputError`` (E_INPUT).
 
 Derived figures come back as a long table (figure, value, ci95_low, ci95_high). The interval
 covers the DP noise only (not sampling error), at 95% by a union bound over the noise terms
@@ -17,11 +19,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from enclave.privacy._exact import quote
-from enclave.privacy._post import postprocess
 from sdk.errors import InputError
 from sdk.protocol.fields import check_decimal, check_name
 from sdk.protocol.spec import DPSpec, GroupKey, Measure, OutputSpec
+
+
+def quote(name: str) -> str:
+    """A DuckDB identifier literal."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+DATASET_PARAMS = {
+    "left": "left_id",
+    "right": "right_id",
+    "exposure": "exposure_id",
+    "conversions": "conversion_id",
+    "accounts": "accounts_id",
+    "attributes": "attributes_id",
+}
+"""Template parameter naming a dataset → the parameter naming that dataset's id column."""
 
 SIDE_DOMAIN = ("both", "left_only", "right_only")
 EXPOSED_DOMAIN = ("0", "1")
@@ -251,6 +267,7 @@ build_template = build
 
 
 __all__ = [
+    "DATASET_PARAMS",
     "TEMPLATES",
     "TemplateBundle",
     "build",
@@ -258,5 +275,4 @@ __all__ = [
     "enrichment",
     "incrementality",
     "overlap",
-    "postprocess",
 ]

@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sdk.cli_common import ENV_PASSPHRASE, Context
-from sdk.cli_home import PUBLIC_FILE_TYPE
+from sdk.cli.context import Context
 from sdk.errors import ConflictError, InputError
+from sdk.party.home import PUBLIC_FILE_TYPE
+from sdk.party.session import ENV_PASSPHRASE
 from sdk.protocol.canonical import canonical_json
 from sdk.protocol.keys import PartyKey, PublicIdentity, identity_from_file
 

@@ -8,107 +8,34 @@
   after verifying the bundle against the pinned manifest (and, for templates, that its code and
   output spec are exactly what the template generates).
 
-``bundle review`` lives in :mod:`sdk.cli_review`.
+``bundle review`` lives in :mod:`sdk.cli.review`; the library under these is
+:mod:`sdk.party.bundles`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
-from sdk.cli_common import Context, read_envelope_file, read_json_file, short, write_json_file
-from sdk.cli_state import PinnedRoom, load_room, utcnow
-from sdk.errors import ConfigError, InputError
-from sdk.protocol.dsse import Envelope
-from sdk.protocol.models import Bundle
+from sdk.cli.context import Context, short
+from sdk.errors import InputError
+from sdk.party.bundles import (
+    TEMPLATE_NAMES,
+    build_template,
+    decide,
+    load_bundle,
+    parse_inputs,
+    parse_params,
+    template_inputs,
+)
+from sdk.party.files import read_json_file, write_json_file
+from sdk.party.statements import make_bundle
+from sdk.party.trust import load_room
+from sdk.protocol.clock import utcnow
 from sdk.protocol.spec import OutputSpec
 from sdk.protocol.verify import verify_bundle
-from sdk.statements import make_approval, make_bundle
-
-TEMPLATE_NAMES = ("overlap", "incrementality", "enrichment")
-# template parameter naming a dataset → the parameter naming its identifier column
-TEMPLATE_DATASET_PARAMS = {
-    "left": "left_id",
-    "right": "right_id",
-    "exposure": "exposure_id",
-    "conversions": "conversion_id",
-    "accounts": "accounts_id",
-    "attributes": "attributes_id",
-}
-_DECIMAL_PARAM = re.compile(r"(epsilon|delta|lower|upper)")
-
-
-def templates_module() -> Any:
-    """The template library (shipped with the enclave package, imported only when used)."""
-    try:
-        return importlib.import_module("enclave.privacy.templates")
-    except ImportError as exc:
-        raise ConfigError(
-            "templates need the enclave extra: pip install 'sealroom[enclave]'"
-        ) from exc
-
-
-def build_template(name: str, params: dict[str, Any]) -> tuple[str, str, OutputSpec]:
-    """(kind, code, output spec) that template ``name`` generates from ``params``."""
-    module = templates_module()
-    builder = getattr(module, "build_template", None) or module.build
-    built = builder(name, params)
-    return str(built.kind), str(built.code), built.output
-
-
-def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """``k=v`` pairs: integers for whole numbers (except epsilon/delta/bounds, kept as decimal
-    strings), lists for comma-separated ``[a,b]`` or JSON after ``k:=``."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        if ":=" in pair:
-            key, raw = pair.split(":=", 1)
-            try:
-                params[key] = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"--param {key}: invalid JSON") from exc
-            continue
-        if "=" not in pair:
-            raise InputError(f"--param {pair!r}: expected KEY=VALUE")
-        key, value = pair.split("=", 1)
-        if value.startswith("[") and value.endswith("]"):
-            params[key] = [v.strip() for v in value[1:-1].split(",") if v.strip()]
-        elif value.isdigit() and not _DECIMAL_PARAM.search(key):
-            params[key] = int(value)
-        elif value in ("true", "false"):
-            params[key] = value == "true"
-        else:
-            params[key] = value
-    return params
-
-
-def template_inputs(room: PinnedRoom, params: dict[str, Any]) -> list[str]:
-    inputs: list[str] = []
-    for key, id_key in TEMPLATE_DATASET_PARAMS.items():
-        name = params.get(key)
-        if isinstance(name, str):
-            dataset = room.manifest.dataset(name)
-            params.setdefault(id_key, dataset.id_column)
-            inputs.append(name)
-    return inputs
-
-
-def _inputs(specs: list[str]) -> list[str | tuple[str, int]]:
-    out: list[str | tuple[str, int]] = []
-    for spec in specs:
-        if "@" in spec:
-            name, version = spec.split("@", 1)
-            if not version.isdigit():
-                raise InputError(f"--input {spec}: expected DATASET@VERSION")
-            out.append((name, int(version)))
-        else:
-            out.append(spec)
-    return out
 
 
 def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
@@ -122,7 +49,7 @@ def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
             raise InputError("--template replaces --code and --output-spec")
         inputs: list[str | tuple[str, int]] = list(template_inputs(room, params))
         if args.input:
-            inputs = _inputs(args.input)
+            inputs = parse_inputs(args.input)
         template = args.template
         kind, code, output = build_template(args.template, params)
         kind = "template"
@@ -135,7 +62,7 @@ def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
             raise InputError("--code must be a .py or .sql file")
         code = path.read_text(encoding="utf-8")
         output = OutputSpec.from_dict(read_json_file(args.output_spec, "output spec"))
-        inputs = _inputs(args.input)
+        inputs = parse_inputs(args.input)
     recipients = args.recipient or [key.name]
     envelope = make_bundle(
         key,
@@ -160,28 +87,6 @@ def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
     ctx.say(f"bundle {envelope.digest()}")
     ctx.say(f"wrote {out}; next: sealroom bundle submit {out}")
     return 0
-
-
-def load_bundle(ctx: Context, room: PinnedRoom, ref: str, *, check_template: bool = True
-                ) -> tuple[Envelope, Bundle]:
-    """A bundle by file or by digest (fetched from the coordinator), verified against the
-    pinned manifest; with ``check_template`` (reviews and approvals), a template bundle must
-    be exactly what its template generates (the worker checks this again before running)."""
-    if Path(ref).is_file():
-        envelope = read_envelope_file(ref, "bundle")
-    elif re.fullmatch(r"[0-9a-f]{6,64}", ref):
-        envelope = ctx.client().bundle(room.room_id, ref)
-    else:
-        raise InputError(f"{ref!r} is neither a bundle file nor a bundle digest")
-    bundle = verify_bundle(envelope, room.manifest, room.digest, now=utcnow())
-    if check_template and bundle.template is not None:
-        _kind, code, output = build_template(bundle.template, dict(bundle.params))
-        if code != bundle.code or output != bundle.output:
-            raise InputError(
-                f"bundle: code or output spec differ from what template {bundle.template!r} "
-                "generates from its parameters"
-            )
-    return envelope, bundle
 
 
 def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
@@ -209,24 +114,9 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 def _decide(ctx: Context, args: argparse.Namespace, decision: str) -> int:
     room = load_room(ctx, args.room)
     envelope, bundle = load_bundle(ctx, room, args.bundle)
-    key = ctx.key()
-    if room.manifest.party(key.name).identity.signing_key != key.signer.public_key:
-        raise ConfigError(f"this key is not the key the manifest lists for {key.name}")
-    approval = make_approval(
-        key,
-        room.manifest,
-        room.digest,
-        envelope.digest(),
-        decision=decision,
-        reason=args.reason or "",
-        valid_days=args.valid_days,
-    )
-    if decision == "approve":
-        ctx.client().submit_approval(room.room_id, approval)
-    else:
-        ctx.client().submit_revocation(room.room_id, approval)
+    decide(ctx, room, envelope, decision, reason=args.reason or "", valid_days=args.valid_days)
     verb = "approved" if decision == "approve" else "revoked"
-    ctx.say(f"{key.name} {verb} bundle {short(envelope.digest())} ({bundle.title})")
+    ctx.say(f"{ctx.key().name} {verb} bundle {short(envelope.digest())} ({bundle.title})")
     return 0
 
 
@@ -241,8 +131,8 @@ def cmd_revoke(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add the ``bundle`` commands (``review`` is added by :mod:`sdk.cli_review`)."""
-    from sdk import cli_review
+    """Add the ``bundle`` commands (``review`` is added by :mod:`sdk.cli.review`)."""
+    from sdk.cli import review
 
     bundle = sub.add_parser("bundle", help="query bundles: write, review, approve")
     bsub = bundle.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
@@ -265,7 +155,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     submit.set_defaults(handler=cmd_submit)
     listing = bsub.add_parser("list", parents=[common], help="the room's bundles")
     listing.set_defaults(handler=cmd_list)
-    cli_review.register(bsub, common)
+    review.register(bsub, common)
     for name, handler, text in (
         ("approve", cmd_approve, "approve one exact bundle digest"),
         ("revoke", cmd_revoke, "revoke this party's approval"),

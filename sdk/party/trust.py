@@ -7,15 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sdk.cli_common import Context, read_envelope_file
 from sdk.errors import AttestationError, ConfigError, LogError
+from sdk.party.files import read_envelope_file
+from sdk.party.session import Session
 from sdk.protocol import merkle
+from sdk.protocol.budget import runs_of, spent_of
 from sdk.protocol.canonical import parse_json
+from sdk.protocol.clock import utcnow
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.models import Attestation, Manifest
 from sdk.protocol.records import Checkpoint, LogEntry, log_origin
@@ -29,12 +31,7 @@ from sdk.protocol.verify import (
 )
 
 if TYPE_CHECKING:
-    from sdk.cli_home import Home
-
-
-def utcnow() -> datetime:
-    """The current time (aware, UTC)."""
-    return datetime.now(UTC)
+    from sdk.party.home import Home
 
 
 @dataclass(frozen=True)
@@ -50,15 +47,15 @@ class PinnedRoom:
         return self.manifest.room_id
 
 
-def load_room(ctx: Context, room: str | None = None, manifest_file: str | None = None) -> PinnedRoom:
+def load_room(session: Session, room: str | None = None, manifest_file: str | None = None) -> PinnedRoom:
     """The room's manifest, verified: from ``manifest_file`` (an auditor's copy) or the one
     this machine pinned. Raises ``ConfigError`` when nothing is pinned."""
     if manifest_file:
         envelope = read_envelope_file(manifest_file, "manifest")
         manifest = verify_manifest(envelope, now=utcnow())
         return PinnedRoom(envelope, manifest, envelope.digest())
-    room_id = ctx.room_id(room)
-    envelope_or_none = ctx.home.pinned_manifest(room_id)
+    room_id = session.room_id(room)
+    envelope_or_none = session.home.pinned_manifest(room_id)
     if envelope_or_none is None:
         raise ConfigError(
             f"no manifest pinned for room {room_id}: run `sealroom room verify` on the "
@@ -127,16 +124,12 @@ class VerifiedLog:
     leaves: list[bytes] = field(default_factory=list)
 
     def spent(self, dataset: str) -> Decimal:
-        """Epsilon charged to ``dataset`` so far (sum of ``budget_charged`` entries)."""
-        total = Decimal(0)
-        for entry in self.entries:
-            if entry.kind == "budget_charged" and entry.details.get("dataset") == dataset:
-                total += Decimal(str(entry.details.get("epsilon", "0")))
-        return total
+        """Epsilon charged to ``dataset`` so far (see :mod:`sdk.protocol.budget`)."""
+        return spent_of(self.entries, dataset).epsilon
 
     def runs_of(self, bundle_digest: str) -> int:
-        """How many runs of the bundle have started."""
-        return sum(1 for e in self.entries if e.kind == "run_started" and e.subject == bundle_digest)
+        """How many runs of the bundle have started (see :mod:`sdk.protocol.budget`)."""
+        return runs_of(self.entries, bundle_digest)
 
     def root_at(self, size: int) -> str:
         """Root hash (hex) of the first ``size`` entries."""
@@ -204,23 +197,23 @@ def verify_room_log(
     )
 
 
-def fetch_workers(ctx: Context, room: PinnedRoom) -> tuple[list[VerifiedWorker], list[str]]:
+def fetch_workers(session: Session, room: PinnedRoom) -> tuple[list[VerifiedWorker], list[str]]:
     """Fetch the room's published attestations and verify them against the manifest."""
-    envelopes = ctx.client().attestations(room.room_id)
+    envelopes = session.client().attestations(room.room_id)
     return verify_workers(room, envelopes)
 
 
-def fetch_log(ctx: Context, room: PinnedRoom, workers: Sequence[VerifiedWorker]) -> VerifiedLog:
+def fetch_log(session: Session, room: PinnedRoom, workers: Sequence[VerifiedWorker]) -> VerifiedLog:
     """Fetch every log entry and the newest checkpoint, verify them and check consistency
     with what this machine saw before (see :func:`verify_room_log`)."""
-    client = ctx.client()
+    client = session.client()
     checkpoint = client.checkpoint(room.room_id)
     entries: list[Envelope] = []
     if checkpoint is not None:
         # entries may be appended after the checkpoint was read: take exactly its tree
         size = Checkpoint.from_dict(parse_json(checkpoint.payload)).tree_size
         entries = client.log_entries(room.room_id, 0, size)[:size]
-    return verify_room_log(ctx.home, room, workers, entries, checkpoint)
+    return verify_room_log(session.home, room, workers, entries, checkpoint)
 
 
 def path_or_none(value: str | None) -> Path | None:

@@ -1,4 +1,4 @@
-"""Operator commands of ``sealroom`` (imported only when used, ADR 0002):
+"""Operator commands of ``sealroom`` (registered by entry point, ADR 0006; imported only when run):
 
 * ``coordinator serve`` — run the coordinator under uvicorn (settings from ``SEALROOM_*``
   environment variables, overridden by the options given);
@@ -6,7 +6,7 @@
 * ``worker provision`` — start a worker that generates its keys inside its isolation, verify
   its attestation against the platform key and publish it as the room's current worker; prints
   what parties put in their room file (platform key, measurement);
-* ``demo`` — the narrated two-party study (``coordinator.demo``).
+* ``demo`` — the narrated two-party study (``coordinator.cli.demo``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdk.cli_common import Context
+from sdk.cli.context import Context
 from sdk.errors import ConfigError, InputError
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import Envelope
@@ -216,7 +216,7 @@ def parser_for(command: str) -> argparse.ArgumentParser:
 def main(command: str, argv: list[str], ctx: Context) -> int:
     """Entry point used by ``sdk.cli`` for ``coordinator``, ``worker`` and ``demo``."""
     if command == "demo":
-        from coordinator import demo
+        from coordinator.cli import demo
 
         return demo.main(argv, out=ctx.out)
     args = parser_for(command).parse_args(argv)

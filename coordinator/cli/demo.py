@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, cast
 
-from coordinator.demo_data import BRAND_SCHEMA, PUBLISHER_SCHEMA, DemoData, generate
+from coordinator.cli.demo_data import BRAND_SCHEMA, PUBLISHER_SCHEMA, DemoData, generate
 from sdk.cli import run_command
 from sdk.errors import ConfigError, SealroomError
 
@@ -256,7 +256,7 @@ def _field(text: str, prefix: str) -> str:
 
 def run_demo(demo: Demo) -> int:
     """The narrated study; see the module docstring."""
-    from coordinator.cli_ops import provision_remote
+    from coordinator.cli.ops import provision_remote
 
     demo.say("sealroom demo: a B2B SaaS brand and a publisher measure their audience overlap "
              "and the campaign's incrementality without showing each other a single row.")

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdk.errors import InputError, LogError
-from sdk.protocol.fields import check_hex64, check_keys, expect_mapping
 from sdk.protocol.dsse import Envelope
+from sdk.protocol.fields import check_hex64, check_keys, expect_mapping
 from sdk.protocol.models import Manifest
 from sdk.protocol.records import Receipt, log_origin
 from sdk.protocol.verify import VerifiedReceipt, verify_checkpoint, verify_receipt

@@ -2,7 +2,7 @@
 
 * ``receipt verify RECEIPT --manifest M [--output FILE]`` needs no coordinator and no data:
   the manifest must be signed by every party it lists, and the receipt file must verify as
-  described in :mod:`sdk.cli_receipt`. ``--output`` checks a sealed output or a decrypted
+  described in :mod:`sdk.party.receipts`. ``--output`` checks a sealed output or a decrypted
   result document against the digests the receipt signs.
 * ``log verify`` fetches every log entry, verifies each signature against the attested
   workers, that the entries are exactly the newest checkpoint's tree, that this tree extends
@@ -22,29 +22,30 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sdk.cli_common import Context, read_json_file, short, write_json_file
-from sdk.cli_receipt import ReceiptFile, match_output, verify_receipt_file
-from sdk.cli_run import receipt_file_for
-from sdk.cli_state import (
+from sdk.cli.context import Context, short
+from sdk.errors import InputError, LogError
+from sdk.party.files import read_json_file, write_json_file
+from sdk.party.receipts import ReceiptFile, match_output, verify_receipt_file
+from sdk.party.results import receipt_file_for
+from sdk.party.trust import (
     PinnedRoom,
     VerifiedLog,
     VerifiedWorker,
     fetch_log,
     fetch_workers,
     load_room,
-    utcnow,
     verify_room_log,
     verify_workers,
 )
-from sdk.errors import InputError, LogError
-from sdk.protocol.fields import check_keys, expect_mapping, get_list
+from sdk.protocol.clock import utcnow
 from sdk.protocol.dsse import Envelope
+from sdk.protocol.fields import check_keys, expect_mapping, get_list
 from sdk.protocol.verify import verify_manifest
 
 
 def cmd_receipt_verify(ctx: Context, args: argparse.Namespace) -> int:
     """Verify a receipt file offline against a manifest file."""
-    from sdk.cli_common import read_envelope_file
+    from sdk.party.files import read_envelope_file
 
     manifest_env = read_envelope_file(args.manifest, "manifest")
     manifest = verify_manifest(manifest_env, now=utcnow())

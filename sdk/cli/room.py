@@ -19,16 +19,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from sdk.cli_common import Context, read_envelope_file, short, write_json_file
-from sdk.cli_keys import load_identity
-from sdk.cli_state import fetch_log, fetch_workers, load_room, utcnow
+from sdk.cli.context import Context, short
+from sdk.cli.keys import load_identity
 from sdk.errors import InputError, SignatureError
+from sdk.party.files import read_envelope_file, write_json_file
+from sdk.party.statements import manifest_from_room_file
+from sdk.party.trust import fetch_log, fetch_workers, load_room
 from sdk.protocol.canonical import canonical_json, parse_json
+from sdk.protocol.clock import utcnow
 from sdk.protocol.dsse import Envelope, add_signature, payload_type, verify_signatures
 from sdk.protocol.keys import PublicIdentity
 from sdk.protocol.models import Manifest
 from sdk.protocol.verify import verify_manifest
-from sdk.statements import manifest_from_room_file
 
 
 def unverified_manifest(envelope: Envelope) -> Manifest:

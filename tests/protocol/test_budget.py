@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from enclave.privacy.cost import check_budget, estimate, remaining_after, run_cost, total_spent
+from sdk.protocol.budget import check_budget, estimate, remaining_after, run_cost, total_spent
 from sdk.errors import PrivacyError
 from tests.privacy._util import spec
 

@@ -1,0 +1,5 @@
+"""``python -m sdk.cli``: the ``sealroom`` command."""
+
+from sdk.cli import main
+
+raise SystemExit(main())

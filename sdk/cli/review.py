@@ -1,0 +1,100 @@
+"""``sealroom bundle review``: everything a party should read before it signs an approval.
+
+It shows the bundle verified against the pinned manifest (author's signature, room binding,
+validity window, template code regenerated and compared), its inputs with their owners, the
+output spec, the recipients, the privacy cost against each dataset's remaining epsilon budget
+(derived from the verified room log, never from a counter the coordinator reports), the
+approvals so far (each verified), the code, and a short risk report.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sdk.cli.context import Context, short
+from sdk.party.bundles import load_bundle
+from sdk.party.review import approval_states, budget_lines, risk_report
+from sdk.party.trust import PinnedRoom, fetch_log, fetch_workers, load_room
+from sdk.protocol.models import Bundle
+from sdk.protocol.policy import effective_min_group_size
+
+
+def _spec_rows(room: PinnedRoom, bundle: Bundle) -> list[tuple[str, str]]:
+    spec = bundle.output
+    rows = [("mode", spec.mode), ("privacy unit", spec.privacy_unit)]
+    for g in spec.group_by:
+        domain = "from the data" if g.domain is None else ", ".join(g.domain)
+        rows.append((f"group by {g.column}", domain))
+    for m in spec.measures:
+        rows.append((f"measure {m.name}", f"{m.agg}({m.column}) clamped to [{m.lower}, {m.upper}]"))
+    rows.append(("max contributions/unit", str(spec.max_contributions)))
+    rows.append(("min group size", f"{effective_min_group_size(room.manifest, bundle)} (enforced)"))
+    rows.append(("differential privacy", "none" if spec.dp is None
+                 else f"epsilon {spec.dp.epsilon}, delta {spec.dp.delta} per run"))
+    if spec.mode == "list":
+        rows.append(("list column", str(spec.list_column)))
+        rows.append(("list min size", str(spec.list_min_size)))
+    rows.append(("max groups", str(spec.max_groups)))
+    return rows
+
+
+def cmd_review(ctx: Context, args: argparse.Namespace) -> int:
+    """Print the bundle, its privacy cost against the verified budget, approvals and risks."""
+    room = load_room(ctx, args.room)
+    envelope, bundle = load_bundle(ctx, room, args.bundle)
+    digest = envelope.digest()
+    workers, _ = fetch_workers(ctx, room)
+    log = fetch_log(ctx, room, workers)
+    approvals = approval_states(room, digest, ctx.client().approvals(room.room_id, digest))
+    ctx.say(f"bundle    {digest}")
+    ctx.say(f"title     {bundle.title}")
+    ctx.say(f"purpose   {bundle.purpose or '-'}")
+    ctx.say(f"author    {bundle.author} (signature verified)   sequence {bundle.sequence}")
+    kind = bundle.kind if bundle.template is None else f"template {bundle.template} (code regenerated and identical)"
+    ctx.say(f"kind      {kind}")
+    if bundle.params:
+        ctx.say("params    " + ", ".join(f"{k}={v}" for k, v in sorted(bundle.params.items())))
+    ctx.say(f"runs      {log.runs_of(digest)} of at most {bundle.max_runs}; valid "
+            f"{bundle.not_before} .. {bundle.expires}")
+    ctx.say(f"recipients {', '.join(bundle.recipients)}")
+    ctx.say("")
+    ctx.table(["input", "version", "owner", "id column"], [
+        (i.dataset, "latest" if i.version is None else i.version,
+         room.manifest.dataset(i.dataset).owner, room.manifest.dataset(i.dataset).id_column)
+        for i in bundle.inputs
+    ])
+    ctx.say("")
+    ctx.table(["output spec", ""], _spec_rows(room, bundle))
+    ctx.say("")
+    rows = [
+        (line.dataset, str(line.budget), str(line.spent), str(line.left), str(line.cost),
+         "unlimited" if line.runs_affordable is None else str(line.runs_affordable))
+        for line in budget_lines(room, bundle, log)
+    ]
+    ctx.table(["dataset", "epsilon budget", "spent", "left", "cost/run", "runs affordable"], rows)
+    ctx.say("")
+    ctx.table(["party", "decision"], [
+        (p.name, approvals.get(p.name, "not yet")) for p in room.manifest.parties
+    ] + ([("?", approvals["?"])] if "?" in approvals else []))
+    ctx.say("")
+    risks = risk_report(room, bundle, log)
+    ctx.say("risk report:" if risks else "risk report: nothing stood out")
+    for risk in risks:
+        ctx.say(f"  - {risk}")
+    if not args.no_code:
+        ctx.say("")
+        ctx.say(f"code ({'sql' if bundle.kind == 'template' else bundle.kind}):")
+        for line in bundle.code.splitlines():
+            ctx.say(f"  | {line}")
+    ctx.say("")
+    ctx.say(f"to approve: sealroom bundle approve {short(digest)}")
+    return 0
+
+
+def register(bsub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``bundle review``."""
+    review = bsub.add_parser("review", parents=[common], help="what you approve, and its risks")
+    review.add_argument("bundle", help="bundle file or digest")
+    review.add_argument("--no-code", action="store_true", help="do not print the code")
+    review.set_defaults(handler=cmd_review)

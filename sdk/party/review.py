@@ -1,0 +1,117 @@
+"""What a party should weigh before it signs an approval: a risk report, the privacy cost
+against each dataset's remaining budget (derived from the verified room log, never from a
+counter the coordinator reports), and the approvals held so far, each verified.
+
+The rules come from :mod:`sdk.protocol` (minimum group size, budget arithmetic, approvals), so
+review shows exactly what the worker will enforce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sdk.party.trust import PinnedRoom, VerifiedLog
+from sdk.protocol.approvals import approval_status
+from sdk.protocol.budget import remaining_after, run_cost, runs_affordable
+from sdk.protocol.clock import utcnow
+from sdk.protocol.dsse import Envelope
+from sdk.protocol.models import Bundle
+from sdk.protocol.policy import effective_min_group_size
+from sdk.protocol.spec import OutputSpec
+
+SMALL_GROUP = 10
+MANY_RUNS = 10
+LARGE_EPSILON = Decimal(1)
+
+
+def risk_report(room: PinnedRoom, bundle: Bundle, log: VerifiedLog | None) -> list[str]:
+    """Short warnings a reviewer should weigh; an empty list means nothing stood out."""
+    spec: OutputSpec = bundle.output
+    risks: list[str] = []
+    if spec.mode == "list":
+        risks.append(
+            f"LIST MODE: releases identifiers to {', '.join(bundle.recipients)} "
+            f"(only those already in the recipient's own upload, at least "
+            f"{spec.list_min_size or 'the default'} of them)"
+        )
+    if spec.dp is None and spec.mode == "aggregate":
+        risks.append(
+            "NO DIFFERENTIAL PRIVACY: exact aggregates; protection is the minimum group size "
+            "only, and repeated or overlapping queries can difference out individuals"
+        )
+    if spec.dp is not None and spec.epsilon > LARGE_EPSILON:
+        risks.append(f"LARGE EPSILON: {spec.dp.epsilon} per run (weak noise)")
+    floor = effective_min_group_size(room.manifest, bundle)
+    if floor < SMALL_GROUP:
+        risks.append(f"SMALL MINIMUM GROUP SIZE: {floor} distinct units")
+    if bundle.max_runs > MANY_RUNS:
+        risks.append(f"MANY RUNS: up to {bundle.max_runs} runs of the same query")
+    if spec.dp is not None and log is not None:
+        for line in budget_lines(room, bundle, log):
+            name, left = line.dataset, line.left
+            if spec.epsilon * bundle.max_runs > left:
+                risks.append(
+                    f"BUDGET: {bundle.max_runs} runs at {spec.dp.epsilon} could spend all of "
+                    f"{name!r}'s remaining {left}"
+                )
+    open_groups = [g.column for g in spec.group_by if g.domain is None]
+    if open_groups:
+        risks.append(
+            f"DATA-DEPENDENT GROUPS: {', '.join(open_groups)} have no public domain (group "
+            "values come from the data)"
+        )
+    if spec.max_contributions > 1:
+        risks.append(f"each privacy unit may contribute {spec.max_contributions} rows")
+    if bundle.kind in ("python", "sql"):
+        risks.append(f"CUSTOM {bundle.kind.upper()} CODE: read it below")
+    if room.manifest.workers.allow_unisolated:
+        risks.append("the room accepts UNISOLATED workers (development setting)")
+    owners = {room.manifest.dataset(d).owner for d in bundle.datasets}
+    for recipient in bundle.recipients:
+        if recipient not in owners:
+            risks.append(f"recipient {recipient} owns none of the inputs")
+    return risks
+
+
+def approval_states(
+    room: PinnedRoom, bundle_digest: str, envelopes: Sequence[Envelope]
+) -> dict[str, str]:
+    """Party → "approved until ..."/"REVOKED (reason)"/"expired" for the approvals the
+    coordinator holds, each verified (:func:`sdk.protocol.approvals.approval_status`); a
+    statement that fails its checks appears under "?"."""
+    status = approval_status(envelopes, room.manifest, room.digest, bundle_digest, now=utcnow())
+    states: dict[str, str] = {}
+    for party, expires in status.approved.items():
+        states[party] = f"approved until {expires}"
+    for party, reason in status.revoked.items():
+        states[party] = "REVOKED" + (f" ({reason})" if reason else "")
+    for party in status.expired:
+        states[party] = "expired"
+    if status.invalid:
+        states["?"] = f"invalid approval: {status.invalid[0]}"
+    return states
+
+
+@dataclass(frozen=True)
+class BudgetLine:
+    """One dataset a bundle reads: its epsilon budget, spent so far, left, one run's cost and
+    how many runs that leaves room for (``None``: unlimited)."""
+
+    dataset: str
+    budget: Decimal
+    spent: Decimal
+    left: Decimal
+    cost: Decimal
+    runs_affordable: int | None
+
+
+def budget_lines(room: PinnedRoom, bundle: Bundle, log: VerifiedLog) -> list[BudgetLine]:
+    """The budget position of every dataset ``bundle`` reads, from the verified log."""
+    cost, _delta = run_cost(bundle.output)
+    budgets = {n: Decimal(room.manifest.dataset(n).epsilon_budget) for n in bundle.datasets}
+    spent = {n: log.spent(n) for n in bundle.datasets}
+    left = remaining_after(budgets, spent)
+    return [BudgetLine(n, budgets[n], spent[n], left[n], cost, runs_affordable(left[n], cost))
+            for n in bundle.datasets]
