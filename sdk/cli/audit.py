@@ -23,30 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from sdk.cli.context import Context, short
-from sdk.errors import InputError, LogError
-from sdk.party.files import read_json_file, write_json_file
+from sdk.errors import InputError
+from sdk.party.audit import AuditedLog, audit_export, export_document, fetch_audited_log
+from sdk.party.files import read_envelope_file, read_json_file, write_json_file
 from sdk.party.receipts import ReceiptFile, match_output, verify_receipt_file
-from sdk.party.results import receipt_file_for
-from sdk.party.trust import (
-    PinnedRoom,
-    VerifiedLog,
-    VerifiedWorker,
-    fetch_log,
-    fetch_workers,
-    load_room,
-    verify_room_log,
-    verify_workers,
-)
+from sdk.party.trust import PinnedRoom, load_room
 from sdk.protocol.clock import utcnow
-from sdk.protocol.dsse import Envelope
-from sdk.protocol.fields import check_keys, expect_mapping, get_list
 from sdk.protocol.verify import verify_manifest
 
 
 def cmd_receipt_verify(ctx: Context, args: argparse.Namespace) -> int:
     """Verify a receipt file offline against a manifest file."""
-    from sdk.party.files import read_envelope_file
-
     manifest_env = read_envelope_file(args.manifest, "manifest")
     manifest = verify_manifest(manifest_env, now=utcnow())
     rfile = ReceiptFile.from_dict(read_json_file(args.receipt, "receipt file"))
@@ -90,18 +77,15 @@ def cmd_receipt_verify(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-EXPORT_TYPE = "sealroom-log-export"
-
-
-def _report(ctx: Context, room: PinnedRoom, log: VerifiedLog, workers: int, rejected: list[str],
-            verified: int, results: int) -> None:
+def _report(ctx: Context, room: PinnedRoom, audited: AuditedLog) -> None:
+    log = audited.log
     size = 0 if log.checkpoint is None else log.checkpoint.tree_size
     kinds = Counter(e.kind for e in log.entries)
     ctx.say(f"room {room.room_id}: log VERIFIED")
     ctx.say(f"  entries     {size}, each signed by an attested worker; root "
             f"{'-' if log.checkpoint is None else short(log.checkpoint.root_hash)}")
     ctx.say("  kinds       " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
-    ctx.say(f"  receipts    {verified} of {results} verified and included")
+    ctx.say(f"  receipts    {audited.verified_receipts} of {audited.results} verified and included")
     if log.previous is None:
         ctx.say("  consistency no checkpoint stored here before; this one is now stored")
     else:
@@ -109,39 +93,8 @@ def _report(ctx: Context, room: PinnedRoom, log: VerifiedLog, workers: int, reje
                 f"({log.previous.tree_size}/{short(log.previous.root_hash)})")
     ctx.say("  budget      " + ", ".join(
         f"{d.name} {log.spent(d.name)}/{d.epsilon_budget}" for d in room.manifest.datasets))
-    ctx.say(f"  workers     {workers} attested"
-            + (f"; not accepted: {'; '.join(rejected)}" if rejected else ""))
-
-
-def _verify_receipts(ctx: Context | None, room: PinnedRoom, log: VerifiedLog,
-                     attestations: list[Envelope], receipts: dict[str, Envelope]) -> int:
-    """Every run_finished / run_refused entry must have its receipt, verified and included."""
-    count = 0
-    for entry in log.entries:
-        if entry.kind not in ("run_finished", "run_refused"):
-            continue
-        envelope = receipts.get(entry.run_id)
-        if envelope is None:
-            raise LogError(f"log: no receipt for run {entry.run_id}")
-        rfile = receipt_file_for(ctx, room, log, envelope, attestations, entry.run_id, {})
-        verify_receipt_file(rfile, room.manifest, room.digest)
-        count += 1
-    return count
-
-
-def _online(ctx: Context, room: PinnedRoom) -> tuple[VerifiedLog, list[VerifiedWorker],
-                                                     list[str], dict[str, Envelope]]:
-    workers, rejected = fetch_workers(ctx, room)
-    log = fetch_log(ctx, room, workers)
-    client = ctx.client()
-    receipts = {e.run_id: client.receipt(room.room_id, e.run_id) for e in log.entries
-                if e.kind in ("run_finished", "run_refused")}
-    listed = {str(r.get("run_id")) for r in client.runs(room.room_id)
-              if isinstance(r, dict) and r.get("log_index") is not None}
-    missing = sorted(listed - set(receipts))
-    if missing:
-        raise LogError(f"log: runs {', '.join(missing[:5])} have receipts but no log entry")
-    return log, workers, rejected, receipts
+    ctx.say(f"  workers     {len(audited.workers)} attested"
+            + (f"; not accepted: {'; '.join(audited.rejected)}" if audited.rejected else ""))
 
 
 def cmd_log_verify(ctx: Context, args: argparse.Namespace) -> int:
@@ -156,28 +109,10 @@ def cmd_log_verify(ctx: Context, args: argparse.Namespace) -> int:
     if args.from_file:
         if not args.manifest:
             raise InputError("--from needs --manifest (the auditor's copy of the manifest)")
-        data = expect_mapping(read_json_file(args.from_file, "log export"), "log export")
-        check_keys(data, "log export", ["type", "version", "room_id", "manifest_digest",
-                                        "attestations", "entries", "checkpoint", "receipts"])
-        if data["type"] != EXPORT_TYPE or data["version"] != 1:
-            raise InputError(f"log export: not a {EXPORT_TYPE} (version 1)")
-        if data["room_id"] != room.room_id or data["manifest_digest"] != room.digest:
-            raise InputError("log export: of another room or manifest")
-        workers, rejected = verify_workers(room, [Envelope.from_dict(a) for a in
-                                                  get_list(data, "attestations", "log export")])
-        log = verify_room_log(
-            ctx.home, room, workers, [Envelope.from_dict(e) for e in
-                                      get_list(data, "entries", "log export", max_items=10**7)],
-            None if data["checkpoint"] is None else Envelope.from_dict(data["checkpoint"]))
-        receipts = {str(k): Envelope.from_dict(v) for k, v in
-                    expect_mapping(data["receipts"], "log export.receipts").items()}
-        online: Context | None = None
+        audited = audit_export(ctx, room, read_json_file(args.from_file, "log export"))
     else:
-        log, workers, rejected, receipts = _online(ctx, room)
-        online = ctx
-    count = _verify_receipts(online, room, log, [w.envelope for w in workers], receipts)
-    results = sum(1 for e in log.entries if e.kind in ("run_finished", "run_refused"))
-    _report(ctx, room, log, len(workers), rejected, count, results)
+        audited = fetch_audited_log(ctx, room)
+    _report(ctx, room, audited)
     return 0
 
 
@@ -185,19 +120,10 @@ def cmd_log_export(ctx: Context, args: argparse.Namespace) -> int:
     """Verify the room log as `log verify` does, then write it with every receipt and the
     attestations to one file an auditor verifies offline (`log verify --from FILE`)."""
     room = load_room(ctx, args.room)
-    log, workers, _rejected, receipts = _online(ctx, room)
-    _verify_receipts(ctx, room, log, [w.envelope for w in workers], receipts)
-    export = {
-        "type": EXPORT_TYPE, "version": 1, "room_id": room.room_id,
-        "manifest_digest": room.digest,
-        "attestations": [w.envelope.to_dict() for w in workers],
-        "entries": [e.to_dict() for e in log.envelopes],
-        "checkpoint": None if log.checkpoint_envelope is None else log.checkpoint_envelope.to_dict(),
-        "receipts": {k: v.to_dict() for k, v in receipts.items()},
-    }
-    path = write_json_file(args.out, export)
-    ctx.say(f"wrote {path}: {len(log.envelopes)} entries, {len(receipts)} receipts; an auditor "
-            f"runs: sealroom log verify --from {path.name} --manifest MANIFEST")
+    audited = fetch_audited_log(ctx, room)
+    path = write_json_file(args.out, export_document(room, audited))
+    ctx.say(f"wrote {path}: {len(audited.log.envelopes)} entries, {len(audited.receipts)} "
+            f"receipts; an auditor runs: sealroom log verify --from {path.name} --manifest MANIFEST")
     return 0
 
 

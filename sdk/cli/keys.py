@@ -18,23 +18,9 @@ from typing import Any
 
 from sdk.cli.context import Context
 from sdk.errors import ConflictError, InputError
-from sdk.party.home import PUBLIC_FILE_TYPE
+from sdk.party.identities import load_identity, public_file_bytes
 from sdk.party.session import ENV_PASSPHRASE
-from sdk.protocol.canonical import canonical_json
-from sdk.protocol.keys import PartyKey, PublicIdentity, identity_from_file
-
-
-def public_file_bytes(identity: PublicIdentity) -> bytes:
-    """The ``.pub`` file of an identity (readable by ``identity_from_file``)."""
-    return canonical_json({"type": PUBLIC_FILE_TYPE, "version": 1, "public": identity.to_dict()})
-
-
-def load_identity(path: str | Path) -> PublicIdentity:
-    """The public identity in a ``.pub`` or ``.key`` file."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise InputError(f"identity file {p} does not exist")
-    return identity_from_file(p)
+from sdk.protocol.keys import PartyKey
 
 
 def cmd_new(ctx: Context, args: argparse.Namespace) -> int:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from sdk.cli.context import Context, short
-from sdk.cli.keys import load_identity
 from sdk.errors import InputError, SignatureError
 from sdk.party.files import read_envelope_file, write_json_file
+from sdk.party.identities import load_identity
 from sdk.party.statements import manifest_from_room_file
 from sdk.party.trust import fetch_log, fetch_workers, load_room
 from sdk.protocol.canonical import canonical_json, parse_json
@@ -206,8 +206,8 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     ctx.table(
         ["dataset", "epsilon budget", "spent", "left", "min group"],
         [
-            (d.name, d.epsilon_budget, str(log.spent(d.name)),
-             str(max(0, float(d.epsilon_budget) - float(log.spent(d.name)))), d.min_group_size)
+            (d.name, d.epsilon_budget, str(log.spent(d.name)), str(log.left(d)),
+             d.min_group_size)
             for d in room.manifest.datasets
         ],
     )

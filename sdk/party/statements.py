@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sdk.errors import InputError
-from sdk.protocol.clock import format_time
+from sdk.protocol.clock import format_time, utcnow
 from sdk.protocol.dsse import Envelope, add_signature, sign_envelope
 from sdk.protocol.keys import PartyKey, PublicIdentity
 from sdk.protocol.models import (
@@ -27,14 +27,15 @@ from sdk.protocol.models import (
     Upload,
     WorkerPolicy,
 )
+from sdk.protocol.policy import DEFAULT_MIN_GROUP_SIZE
 from sdk.protocol.sealing import SealResult
 from sdk.protocol.spec import OutputSpec
 
 MAX_ROOM_FILE_BYTES = 1024 * 1024
 
 
-def _in(days: int, start: datetime | None = None) -> str:
-    return format_time((start or datetime.now(UTC)) + timedelta(days=days))
+def _in(days: int, start: datetime) -> str:
+    return format_time(start + timedelta(days=days))
 
 
 def manifest_from_room_file(
@@ -43,11 +44,13 @@ def manifest_from_room_file(
     *,
     measurements: Sequence[Measurement] = (),
     platform_keys: Sequence[bytes] = (),
+    now: datetime | None = None,
 ) -> Manifest:
     """Build a manifest from a declarative room file (TOML; see the README's room reference).
 
     ``identities`` gives each party's public keys by name (from their key files); extra
-    worker measurements and platform keys may be added to those the file lists.
+    worker measurements and platform keys may be added to those the file lists. A room file
+    without ``expires`` expires a year after ``now`` (default: the clock).
 
     Raises:
         InputError: invalid TOML, unknown party, or any invalid field.
@@ -74,7 +77,7 @@ def manifest_from_room_file(
                 schema=tuple(Column(c, t) for c, t in d["schema"].items()),
                 id_column=d["id_column"],
                 id_kind=d.get("id_kind", "sha256"),
-                min_group_size=int(d.get("min_group_size", room.get("min_group_size", 50))),
+                min_group_size=int(d.get("min_group_size", room.get("min_group_size", DEFAULT_MIN_GROUP_SIZE))),
                 epsilon_budget=str(d.get("epsilon_budget", "10")),
                 delta_budget=str(d.get("delta_budget", "0.000001")),
             )
@@ -98,9 +101,9 @@ def manifest_from_room_file(
                 platform_keys=tuple(all_platform),
                 allow_unisolated=bool(workers.get("allow_unisolated", False)),
             ),
-            default_min_group_size=int(room.get("min_group_size", 50)),
+            default_min_group_size=int(room.get("min_group_size", DEFAULT_MIN_GROUP_SIZE)),
             default_max_runs=int(room.get("max_runs", 100)),
-            expires=room.get("expires", _in(365)),
+            expires=room.get("expires", _in(365, now or utcnow())),
         ).to_dict()
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"room file: missing or invalid field ({exc})") from exc
@@ -123,8 +126,11 @@ def make_upload(
     row_count: int,
     sealed: SealResult,
     attestation_digest: str,
+    *,
+    now: datetime | None = None,
 ) -> Envelope:
-    """The owner's signed upload statement for a sealed file."""
+    """The owner's signed upload statement for a sealed file, created ``now`` (default: the
+    clock)."""
     upload = Upload(
         room_id=manifest.room_id,
         manifest_digest=manifest_digest,
@@ -136,7 +142,7 @@ def make_upload(
         ciphertext_size=sealed.ciphertext_size,
         key_commitment=sealed.key_commitment,
         attestation_digest=attestation_digest,
-        created_at=format_time(datetime.now(UTC)),
+        created_at=format_time(now or utcnow()),
     )
     return sign_envelope(Upload.KIND, upload.to_dict(), [key.signer])
 
@@ -158,9 +164,11 @@ def make_bundle(
     template: str | None = None,
     max_runs: int | None = None,
     valid_days: int = 30,
+    now: datetime | None = None,
 ) -> Envelope:
-    """A signed query bundle authored by ``key``'s party."""
-    start = datetime.now(UTC) - timedelta(minutes=5)
+    """A signed query bundle authored by ``key``'s party, valid from five minutes before
+    ``now`` (default: the clock) for ``valid_days``."""
+    start = (now or utcnow()) - timedelta(minutes=5)
     bundle = Bundle(
         room_id=manifest.room_id,
         manifest_digest=manifest_digest,
@@ -193,9 +201,11 @@ def make_approval(
     decision: str = "approve",
     reason: str = "",
     valid_days: int = 30,
+    now: datetime | None = None,
 ) -> Envelope:
-    """A party's signed approval (or revocation) of one exact bundle digest."""
-    issued = datetime.now(UTC) - timedelta(seconds=5)
+    """A party's signed approval (or revocation) of one exact bundle digest, issued just
+    before ``now`` (default: the clock) for ``valid_days``."""
+    issued = (now or utcnow()) - timedelta(seconds=5)
     approval = Approval(
         room_id=manifest.room_id,
         manifest_digest=manifest_digest,

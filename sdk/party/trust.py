@@ -15,11 +15,11 @@ from sdk.errors import AttestationError, ConfigError, LogError
 from sdk.party.files import read_envelope_file
 from sdk.party.session import Session
 from sdk.protocol import merkle
-from sdk.protocol.budget import runs_of, spent_of
+from sdk.protocol.budget import remaining_after, runs_of, spent_of
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.clock import utcnow
 from sdk.protocol.dsse import Envelope
-from sdk.protocol.models import Attestation, Manifest
+from sdk.protocol.models import Attestation, Dataset, Manifest
 from sdk.protocol.records import Checkpoint, LogEntry, log_origin
 from sdk.protocol.verify import (
     log_leaf_hashes,
@@ -126,6 +126,12 @@ class VerifiedLog:
     def spent(self, dataset: str) -> Decimal:
         """Epsilon charged to ``dataset`` so far (see :mod:`sdk.protocol.budget`)."""
         return spent_of(self.entries, dataset).epsilon
+
+    def left(self, dataset: Dataset) -> Decimal:
+        """Epsilon ``dataset`` has left (never below 0; see :mod:`sdk.protocol.budget`)."""
+        budget = Decimal(dataset.epsilon_budget)
+        left = remaining_after({dataset.name: budget}, {dataset.name: self.spent(dataset.name)})
+        return max(Decimal(0), left[dataset.name])
 
     def runs_of(self, bundle_digest: str) -> int:
         """How many runs of the bundle have started (see :mod:`sdk.protocol.budget`)."""

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from sdk.errors import DecryptionError, InputError
+from sdk.errors import DecryptionError, InputError, ResourceError
 from sdk.protocol.canonical import canonical_json, parse_json
 
 MAGIC = b"SEALRM01"
@@ -273,6 +273,32 @@ def read_header(src: BinaryIO) -> SealedHeader:
         raise DecryptionError() from exc
 
 
+def _open_header(
+    src: BinaryIO,
+    recipient_private: PrivateKey,
+    expected_commitment: str | None,
+    expected_binding: Mapping[str, Any] | None,
+) -> tuple[SealedHeader, AESGCM]:
+    """Read the header, unwrap the data key and check commitment and binding (the checks that
+    come before any chunk). Raises ``DecryptionError``."""
+    header = read_header(src)
+    try:
+        data_key = SealedBox(recipient_private).decrypt(header.wrapped_key)
+    except (CryptoError, ValueError, TypeError) as exc:
+        raise DecryptionError() from exc
+    if len(data_key) != 32:
+        raise DecryptionError()
+    if expected_commitment is not None and not hmac.compare_digest(
+        key_commitment(data_key, header.file_id), expected_commitment
+    ):
+        raise DecryptionError()
+    if expected_binding is not None and canonical_json(dict(expected_binding)) != canonical_json(
+        header.binding
+    ):
+        raise DecryptionError()
+    return header, AESGCM(data_key)
+
+
 def open_stream(
     src: BinaryIO,
     recipient_private: PrivateKey,
@@ -290,22 +316,7 @@ def open_stream(
         DecryptionError: on any failure, always the same opaque error. A consumer must
             discard what it received when the iterator raises.
     """
-    header = read_header(src)
-    try:
-        data_key = SealedBox(recipient_private).decrypt(header.wrapped_key)
-    except (CryptoError, ValueError, TypeError) as exc:
-        raise DecryptionError() from exc
-    if len(data_key) != 32:
-        raise DecryptionError()
-    if expected_commitment is not None and not hmac.compare_digest(
-        key_commitment(data_key, header.file_id), expected_commitment
-    ):
-        raise DecryptionError()
-    if expected_binding is not None and canonical_json(dict(expected_binding)) != canonical_json(
-        header.binding
-    ):
-        raise DecryptionError()
-    aead = AESGCM(data_key)
+    header, aead = _open_header(src, recipient_private, expected_commitment, expected_binding)
     hdigest = header.digest
     block = header.chunk_size + TAG_SIZE
     buffer = bytearray(block)
@@ -347,6 +358,57 @@ def open_to(
         dst.write(chunk)
         total += len(chunk)
     return total
+
+
+def open_to_buffer(
+    src: BinaryIO,
+    recipient_private: PrivateKey,
+    *,
+    ciphertext_size: int,
+    max_plaintext_bytes: int,
+    expected_commitment: str | None = None,
+    expected_binding: Mapping[str, Any] | None = None,
+) -> bytearray:
+    """Decrypt a sealed stream of exactly ``ciphertext_size`` bytes into one buffer.
+
+    The buffer is allocated once, at the exact plaintext size (which the header's chunk size and
+    ``ciphertext_size`` determine), before any chunk is decrypted, and each chunk is decrypted
+    straight into its place: whatever the size, the plaintext exists once, plus one chunk in
+    flight. The checks are :func:`open_stream`'s, in the same order.
+
+    Raises:
+        DecryptionError: on any failure, always the same opaque error, including a stream that
+            is not exactly ``ciphertext_size`` bytes long.
+        ResourceError: the plaintext would be larger than ``max_plaintext_bytes`` (checked after
+            the header's checks and before the buffer is allocated).
+    """
+    header, aead = _open_header(src, recipient_private, expected_commitment, expected_binding)
+    block = header.chunk_size + TAG_SIZE
+    full, last = divmod(ciphertext_size - header.length, block)
+    if full < 0 or last < TAG_SIZE:  # the final chunk holds less than a chunk, and its tag
+        raise DecryptionError()
+    size = full * header.chunk_size + last - TAG_SIZE
+    if size > max_plaintext_bytes:
+        raise ResourceError("input larger than the plaintext cap")
+    out = bytearray(size)
+    hdigest = header.digest
+    buffer = bytearray(block)
+    view = memoryview(buffer)
+    position = 0
+    for index in range(full + 1):
+        final = index == full
+        want = last if final else block
+        if _read_full(src, view[:want]) != want:
+            raise DecryptionError()
+        try:
+            plain = aead.decrypt(_nonce(index), view[:want], _aad(hdigest, index, final))
+        except InvalidTag as exc:
+            raise DecryptionError() from exc
+        out[position : position + len(plain)] = plain
+        position += len(plain)
+    if position != size or src.read(1):
+        raise DecryptionError()
+    return out
 
 
 def seal_bytes(
