@@ -17,6 +17,7 @@ from enclave.job import Job, error_code_of
 from enclave.jobdir import read_secret
 from enclave.measure import code_digest
 from enclave.worker_keys import WorkerKeys, make_attestation, seal_worker_keys
+from sdk.protocol import jobdir as layout
 from sdk.protocol.canonical import canonical_json
 from sdk.protocol.models import Measurement
 
@@ -31,7 +32,7 @@ def _write(document: object) -> None:
 def _provision(args: argparse.Namespace) -> dict[str, object]:
     measurement = Measurement(image_id=args.image_id, code_digest=code_digest())
     try:
-        platform = read_secret(Path(args.job), "platform.key")
+        platform = read_secret(Path(args.job), layout.PLATFORM_KEY_SECRET)
         if len(platform) != 32:
             raise ValueError("platform secret must be 32 bytes")
         keys = WorkerKeys.generate()

@@ -9,13 +9,12 @@ a message built from names and digests only.
 
 from __future__ import annotations
 
-import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from enclave.jobdir import JobFiles, read_secret
 from enclave.ledger import RoomLog
@@ -29,14 +28,21 @@ from sdk.errors import (
     DecryptionError,
     InputError,
     LogError,
-    ResourceError,
     SealroomError,
 )
+from sdk.protocol import jobdir as layout
 from sdk.protocol.dsse import sign_envelope
+from sdk.protocol.keys import Signer
 from sdk.protocol.models import Measurement
 from sdk.protocol.records import Checkpoint, OutputRecord, PrivacyRecord, Receipt
-from sdk.protocol.sealing import open_stream, upload_binding
+from sdk.protocol.sealing import open_to_buffer, upload_binding
+from sdk.protocol.spec import OutputSpec
 from sdk.protocol.verify import receipt_core_digest
+
+if TYPE_CHECKING:  # pragma: no cover - pyarrow and release load only when a run gets there
+    import pyarrow as pa
+
+    from enclave.release import Released
 
 MAX_PLAINTEXT_BYTES = 16 * 1024**3
 _SAFE_MESSAGE_CODES = {
@@ -51,7 +57,7 @@ _SAFE_MESSAGE_CODES = {
 }
 
 
-def check_columns(parquet: bytes, expected: list[str], dataset: str) -> None:
+def check_columns(parquet: bytes | memoryview, expected: list[str], dataset: str) -> None:
     """The decrypted file must be Parquet with exactly the manifest's columns (read from the
     footer only). Raises ``InputError`` naming the dataset, never a value."""
     import pyarrow as pa
@@ -147,8 +153,8 @@ class Job:
 
     def _unseal_keys(self) -> WorkerKeys:
         try:
-            platform = read_secret(self.root, "platform.key")
-            sealed = read_secret(self.root, "worker.sealed")
+            platform = read_secret(self.root, layout.PLATFORM_KEY_SECRET)
+            sealed = read_secret(self.root, layout.SEALED_WORKER_KEY_SECRET)
         except InputError as exc:
             raise ConfigError("worker: secrets were not handed over") from exc
         return unseal_worker_keys(sealed, platform, self.measurement)
@@ -196,7 +202,7 @@ class Job:
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _output_spec(self, state: TrustedJobState) -> Any:
+    def _output_spec(self, state: TrustedJobState) -> OutputSpec:
         bundle = state.bundle
         if bundle.kind == "template":
             from enclave.release import check_template_bundle
@@ -204,7 +210,9 @@ class Job:
             check_template_bundle(bundle)
         return bundle.output
 
-    def _record_start(self, state: TrustedJobState, log: RoomLog, signer: Any, run_id: str) -> None:
+    def _record_start(
+        self, state: TrustedJobState, log: RoomLog, signer: Signer, run_id: str
+    ) -> None:
         if not log.entries:
             log.append(signer, "manifest_accepted", run_id, state.manifest_digest)
         for _upload, digest in state.uploads.values():
@@ -241,40 +249,46 @@ class Job:
         """The digest of the isolation settings the launcher inspected, as it handed it over
         (relayed by the untrusted coordinator: recorded, not relied upon); "" when absent."""
         try:
-            text = read_secret(self.root, "isolation.digest").decode("ascii")
+            text = read_secret(self.root, layout.ISOLATION_DIGEST_SECRET).decode("ascii")
         except (InputError, UnicodeDecodeError):
             return ""
         return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else ""
 
     def _decrypt(
         self, files: JobFiles, state: TrustedJobState, keys: WorkerKeys
-    ) -> dict[str, bytes]:
-        tables: dict[str, bytes] = {}
+    ) -> dict[str, memoryview]:
+        """Decrypt every chosen upload into one buffer each, sized from its signed ciphertext
+        size (:func:`sdk.protocol.sealing.open_to_buffer`): the plaintext exists once in the
+        supervisor, handed on as a read-only view, never copied.
+
+        Raises ``DecryptionError`` (any failure to open, or a file of another size than the
+        upload statement signs), ``ResourceError`` (above the plaintext cap) and ``InputError``
+        (not Parquet with the manifest's columns).
+        """
+        tables: dict[str, memoryview] = {}
         for name, (upload, _digest) in state.uploads.items():
             path = files.sealed_path(upload.ciphertext_digest)
             try:
                 if path.stat().st_size != upload.ciphertext_size:
                     raise DecryptionError()
-                buffer = io.BytesIO()
                 with open(path, "rb") as handle:
-                    for chunk in open_stream(
+                    plaintext = open_to_buffer(
                         handle,
-                        keys.encryption,
+                        keys.pair.encryption_private,
+                        ciphertext_size=upload.ciphertext_size,
+                        max_plaintext_bytes=MAX_PLAINTEXT_BYTES,
                         expected_commitment=upload.key_commitment,
                         expected_binding=upload_binding(
                             upload.room_id, upload.manifest_digest, name, upload.version
                         ),
-                    ):
-                        buffer.write(chunk)
-                        if buffer.tell() > MAX_PLAINTEXT_BYTES:
-                            raise ResourceError("input larger than the plaintext cap")
+                    )
             except OSError as exc:
                 raise DecryptionError() from exc
-            tables[name] = buffer.getvalue()
+            tables[name] = memoryview(plaintext).toreadonly()
             check_columns(tables[name], [c.name for c in state.manifest.dataset(name).schema], name)
         return tables
 
-    def _run_query(self, state: TrustedJobState, tables: dict[str, bytes]) -> Any:
+    def _run_query(self, state: TrustedJobState, tables: Mapping[str, memoryview]) -> pa.Table:
         from enclave.resources import runner_limits
         from enclave.runner import run_query
 
@@ -284,8 +298,8 @@ class Job:
         return run_query(kind, bundle.code, tables, dict(bundle.params), limits)
 
     def _apply_privacy(
-        self, state: TrustedJobState, table: Any, tables: dict[str, bytes]
-    ) -> tuple[Any, PrivacyRecord]:
+        self, state: TrustedJobState, table: pa.Table, tables: Mapping[str, memoryview]
+    ) -> tuple[Released, PrivacyRecord]:
         from enclave.release import apply_privacy
 
         released = apply_privacy(state, table, tables)
@@ -301,7 +315,7 @@ class Job:
         return released, record
 
     def _seal(
-        self, state: TrustedJobState, run_id: str, released: Any
+        self, state: TrustedJobState, run_id: str, released: Released
     ) -> tuple[dict[str, str], list[OutputRecord]]:
         columns, rows, meta = released.columns, released.rows, released.meta
         plaintext = result_document(columns, rows, meta)

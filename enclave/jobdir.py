@@ -1,4 +1,7 @@
-"""Reading a job directory (docs/job-protocol.md) with size caps, before anything is parsed."""
+"""Reading a job directory (docs/job-protocol.md) with size caps, before anything is parsed.
+
+The file names and caps are :mod:`sdk.protocol.jobdir`'s, the ones the coordinator writes with.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdk.errors import InputError
-from sdk.protocol.fields import check_keys, check_name, expect_mapping, get_str
+from sdk.protocol import jobdir as layout
 from sdk.protocol.canonical import parse_json
-from sdk.protocol.dsse import MAX_ENVELOPE_BYTES, Envelope
-
-MAX_LIST_BYTES = 64 * 1024 * 1024
-MAX_SECRET_BYTES = 4096
+from sdk.protocol.dsse import Envelope
+from sdk.protocol.fields import check_keys, check_name, expect_mapping, get_str
 
 
 def read_capped(path: Path, max_bytes: int) -> bytes:
@@ -31,12 +32,12 @@ def read_capped(path: Path, max_bytes: int) -> bytes:
 
 def read_envelope(path: Path) -> Envelope:
     """One envelope file."""
-    return Envelope.from_json(read_capped(path, MAX_ENVELOPE_BYTES))
+    return Envelope.from_json(read_capped(path, layout.MAX_ENVELOPE_FILE_BYTES))
 
 
-def read_envelope_list(path: Path, max_items: int = 1_000_000) -> list[Envelope]:
+def read_envelope_list(path: Path, max_items: int = layout.MAX_LOG_ENTRIES) -> list[Envelope]:
     """A JSON list of envelopes."""
-    data = parse_json(read_capped(path, MAX_LIST_BYTES), max_bytes=MAX_LIST_BYTES)
+    data = parse_json(read_capped(path, layout.MAX_LIST_BYTES), max_bytes=layout.MAX_LIST_BYTES)
     if not isinstance(data, list) or len(data) > max_items:
         raise InputError(f"job: {path.name} must be a list of at most {max_items} envelopes")
     return [Envelope.from_dict(item) for item in data]
@@ -61,35 +62,40 @@ class JobFiles:
     def load(cls, root: Path) -> JobFiles:
         """Load and structurally parse every file. Raises ``InputError``."""
         meta = expect_mapping(
-            parse_json(read_capped(root / "job.json", 4096), max_bytes=4096), "job"
+            parse_json(
+                read_capped(root / layout.JOB_META, layout.MAX_JOB_META_BYTES),
+                max_bytes=layout.MAX_JOB_META_BYTES,
+            ),
+            "job",
         )
         check_keys(meta, "job", ["run_id", "room_id"])
         run_id = get_str(meta, "run_id", "job", max_len=64)
         check_name(run_id, "job.run_id")
         checkpoint_raw = parse_json(
-            read_capped(root / "log" / "checkpoint.json", MAX_ENVELOPE_BYTES),
-            max_bytes=MAX_ENVELOPE_BYTES,
+            read_capped(root / layout.LOG_CHECKPOINT, layout.MAX_ENVELOPE_FILE_BYTES),
+            max_bytes=layout.MAX_ENVELOPE_FILE_BYTES,
         )
-        attestations = read_envelope_list(root / "attestations.json", 1024)
+        attestations = read_envelope_list(root / layout.ATTESTATIONS, layout.MAX_ATTESTATIONS)
         if not attestations:
             raise InputError("job: no attestation")
         return cls(
             root=root,
             run_id=run_id,
             room_id=check_name(meta["room_id"], "job.room_id"),
-            manifest=read_envelope(root / "manifest.json"),
+            manifest=read_envelope(root / layout.MANIFEST),
             attestations=attestations,
-            bundle=read_envelope(root / "bundle.json"),
-            approvals=read_envelope_list(root / "approvals.json", 256),
-            uploads=read_envelope_list(root / "uploads.json", 256),
-            log_entries=read_envelope_list(root / "log" / "entries.json"),
+            bundle=read_envelope(root / layout.BUNDLE),
+            approvals=read_envelope_list(root / layout.APPROVALS, layout.MAX_APPROVALS),
+            uploads=read_envelope_list(root / layout.UPLOADS, layout.MAX_UPLOADS),
+            log_entries=read_envelope_list(root / layout.LOG_ENTRIES, layout.MAX_LOG_ENTRIES),
             checkpoint=None if checkpoint_raw is None else Envelope.from_dict(checkpoint_raw),
         )
 
     def sealed_path(self, ciphertext_digest: str) -> Path:
-        return self.root / "data" / f"{ciphertext_digest}.sealed"
+        """Where the ciphertext of the upload with ``ciphertext_digest`` lies."""
+        return self.root / layout.sealed_name(ciphertext_digest)
 
 
 def read_secret(root: Path, name: str) -> bytes:
     """A secret the launcher handed over after checking the worker's isolation."""
-    return read_capped(root / "secrets" / name, MAX_SECRET_BYTES)
+    return read_capped(root / layout.secret_name(name), layout.MAX_SECRET_BYTES)

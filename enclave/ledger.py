@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from sdk.errors import LogError
-from sdk.protocol import merkle
+from sdk.protocol import budget, merkle
 from sdk.protocol.clock import now
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.keys import Signer
@@ -59,18 +59,17 @@ class RoomLog:
         return [e for e in self.entries if e.kind == kind]
 
     def spent(self, dataset: str) -> tuple[Decimal, Decimal]:
-        """(epsilon, delta) charged so far to ``dataset``, summed from ``budget_charged``."""
-        eps = Decimal(0)
-        delta = Decimal(0)
-        for entry in self.of_kind("budget_charged"):
-            if entry.details.get("dataset") == dataset:
-                eps += Decimal(str(entry.details.get("epsilon", "0")))
-                delta += Decimal(str(entry.details.get("delta", "0")))
-        return eps, delta
+        """(epsilon, delta) charged so far to ``dataset``, summed from ``budget_charged``
+        (:func:`sdk.protocol.budget.spent_of`).
+
+        Raises ``PrivacyError`` for a charge that is not a finite, non-negative decimal.
+        """
+        total = budget.spent_of(self.entries, dataset)
+        return total.epsilon, total.delta
 
     def runs_of(self, bundle_digest: str) -> int:
-        """How many runs of this bundle have started."""
-        return sum(1 for e in self.of_kind("run_started") if e.subject == bundle_digest)
+        """How many runs of this bundle have started (:func:`sdk.protocol.budget.runs_of`)."""
+        return budget.runs_of(self.entries, bundle_digest)
 
     def has(self, kind: str, subject: str) -> bool:
         return any(e.kind == kind and e.subject == subject for e in self.entries)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sdk.protocol.canonical import canonical_json
 from sdk.protocol.records import OutputRecord
-from sdk.protocol.sealing import seal_bytes
+from sdk.protocol.sealing import output_binding, seal_bytes
 
 OUTPUT_FORMAT = "sealroom-result-v1"
 
@@ -65,8 +65,3 @@ def seal_output(
         rows=rows,
     )
     return base64.b64encode(sealed).decode("ascii"), record
-
-
-def output_binding(room_id: str, run_id: str, recipient: str) -> dict[str, str]:
-    """The binding an output's sealed header carries (what a recipient checks)."""
-    return {"room_id": room_id, "run_id": run_id, "recipient": recipient}

@@ -7,7 +7,7 @@ identifiers for list mode) and turns its result into rows for the recipients.
 
 from __future__ import annotations
 
-import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ def check_template_bundle(bundle: Bundle) -> None:
     Raises:
         InputError: unknown template, invalid parameters, or code/spec that differ.
     """
-    from enclave.privacy.templates import build
+    from sdk.protocol.templates import build
 
     assert bundle.template is not None
     generated = build(bundle.template, bundle.params)
@@ -44,7 +44,7 @@ def check_template_bundle(bundle: Bundle) -> None:
         raise InputError("bundle: code or output spec differ from what the template generates")
 
 
-def _recipient_ids(state: TrustedJobState, tables: dict[str, bytes]) -> pa.Array:
+def _recipient_ids(state: TrustedJobState, tables: Mapping[str, bytes | memoryview]) -> pa.Array:
     bundle = state.bundle
     if len(bundle.recipients) != 1:
         raise PrivacyError("list mode: exactly one recipient")
@@ -53,11 +53,13 @@ def _recipient_ids(state: TrustedJobState, tables: dict[str, bytes]) -> pa.Array
     if not owned:
         raise PrivacyError("list mode: the recipient has no upload among the inputs")
     dataset = state.manifest.dataset(owned[0])
-    column = pq.read_table(io.BytesIO(tables[dataset.name]), columns=[dataset.id_column])
+    column = pq.read_table(pa.BufferReader(tables[dataset.name]), columns=[dataset.id_column])
     return column.column(0).combine_chunks()
 
 
-def apply_privacy(state: TrustedJobState, table: pa.Table, tables: dict[str, bytes]) -> Released:
+def apply_privacy(
+    state: TrustedJobState, table: pa.Table, tables: Mapping[str, bytes | memoryview]
+) -> Released:
     """Apply the bundle's output spec to the runner's table with the platform's rules.
 
     Raises:
@@ -82,7 +84,8 @@ def apply_privacy(state: TrustedJobState, table: pa.Table, tables: dict[str, byt
         "mechanism": str(result.mechanism),
     }
     if state.bundle.template is not None:
-        from enclave.privacy.templates import build, postprocess
+        from enclave.privacy import postprocess
+        from sdk.protocol.templates import build
 
         generated = build(state.bundle.template, state.bundle.params)
         meta["template"] = state.bundle.template

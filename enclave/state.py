@@ -15,11 +15,11 @@ from decimal import Decimal
 from enclave.ledger import RoomLog
 from enclave.worker_keys import WorkerKeys
 from sdk.errors import AttestationError, InputError, PrivacyError
+from sdk.protocol.approvals import ApprovalSet, verify_approvals
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.models import Attestation, Bundle, Manifest, Measurement, Upload
+from sdk.protocol.policy import effective_min_group_size
 from sdk.protocol.verify import (
-    ApprovalSet,
-    verify_approvals,
     verify_attestation,
     verify_bundle,
     verify_manifest,
@@ -196,13 +196,10 @@ class TrustedJobState:
         self._leave(step)
 
     def min_group_size(self) -> int:
-        """The strictest minimum group size of the datasets read, the room and the bundle."""
+        """The strictest minimum group size of the datasets read, the room and the bundle
+        (:func:`sdk.protocol.policy.effective_min_group_size`, the number review shows)."""
         self.require("bundle")
-        sizes = [self.manifest.dataset(d).min_group_size for d in self.bundle.datasets]
-        sizes.append(self.manifest.default_min_group_size)
-        if self.bundle.output.min_group_size is not None:
-            sizes.append(self.bundle.output.min_group_size)
-        return max(sizes)
+        return effective_min_group_size(self.manifest, self.bundle)
 
     def budget_left(self) -> Mapping[str, str]:
         self.require("budget")

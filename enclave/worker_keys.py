@@ -8,60 +8,48 @@ shape as SGX sealing to MRENCLAVE, with the operator's root trusted instead of h
 
 from __future__ import annotations
 
-import base64
-import os
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from nacl.public import PrivateKey
-
-from sdk.errors import AttestationError
+from sdk.errors import AttestationError, DecryptionError, InputError
 from sdk.protocol.clock import now
-from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.dsse import Envelope, sign_envelope
-from sdk.protocol.keys import Signer
+from sdk.protocol.keys import PartyKey, Signer
+from sdk.protocol.keywrap import open_key_pair, seal_key_pair
 from sdk.protocol.models import Attestation, Measurement
+
+WORKER_KEY_NAME = "worker"
+MAX_SEALED_BYTES = 4096
 
 
 @dataclass(frozen=True)
 class WorkerKeys:
-    """The worker's signing key and encryption key (never leave the supervisor)."""
+    """The worker's signing key and encryption key (never leave the supervisor): a key pair of
+    the same shape as a party's (:class:`sdk.protocol.keys.PartyKey`)."""
 
-    signer: Signer
-    encryption: PrivateKey
+    pair: PartyKey
 
     @classmethod
     def generate(cls) -> WorkerKeys:
-        return cls(Signer.generate(), PrivateKey.generate())
+        """Fresh keys (provisioning)."""
+        return cls(PartyKey.generate(WORKER_KEY_NAME))
+
+    @property
+    def signer(self) -> Signer:
+        return self.pair.signer
 
     @property
     def encryption_public(self) -> bytes:
-        return bytes(self.encryption.public_key)
-
-
-def _sealing_key(platform_seed: bytes, measurement: Measurement) -> bytes:
-    return HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=None,
-        info=b"sealroom-worker-seal-v1" + canonical_json(measurement.to_dict()),
-    ).derive(platform_seed)
+        """The raw X25519 public key parties seal their uploads to."""
+        return self.pair.identity.encryption_key
 
 
 def seal_worker_keys(keys: WorkerKeys, platform_seed: bytes, measurement: Measurement) -> bytes:
-    """Seal the worker keys to the platform secret and the measurement."""
-    nonce = os.urandom(12)
-    secret = canonical_json(
-        {
-            "signing_seed": base64.b64encode(keys.signer.seed()).decode(),
-            "encryption_seed": base64.b64encode(bytes(keys.encryption)).decode(),
-        }
-    )
-    aad = canonical_json(measurement.to_dict())
-    return nonce + AESGCM(_sealing_key(platform_seed, measurement)).encrypt(nonce, secret, aad)
+    """Seal the worker keys to the platform secret and the measurement
+    (:func:`sdk.protocol.keywrap.seal_key_pair`).
+
+    Raises ``InputError`` when the platform secret is not 32 bytes.
+    """
+    return seal_key_pair(keys.pair, platform_seed, measurement)
 
 
 def unseal_worker_keys(sealed: bytes, platform_seed: bytes, measurement: Measurement) -> WorkerKeys:
@@ -70,21 +58,13 @@ def unseal_worker_keys(sealed: bytes, platform_seed: bytes, measurement: Measure
     Raises:
         AttestationError: wrong platform secret, other measurement, or corrupted blob.
     """
-    if len(sealed) < 28 or len(sealed) > 4096 or len(platform_seed) != 32:
+    if len(sealed) < 28 or len(sealed) > MAX_SEALED_BYTES or len(platform_seed) != 32:
         raise AttestationError("worker key: sealed blob or platform secret malformed")
-    aad = canonical_json(measurement.to_dict())
     try:
-        secret = AESGCM(_sealing_key(platform_seed, measurement)).decrypt(
-            sealed[:12], sealed[12:], aad
-        )
-    except InvalidTag as exc:
+        pair = open_key_pair(sealed, platform_seed, measurement, name=WORKER_KEY_NAME)
+    except (DecryptionError, InputError) as exc:
         raise AttestationError("worker key: cannot unseal for this measurement") from exc
-    data = parse_json(secret, max_bytes=4096)
-    assert isinstance(data, dict)
-    return WorkerKeys(
-        Signer.from_seed(base64.b64decode(data["signing_seed"])),
-        PrivateKey(base64.b64decode(data["encryption_seed"])),
-    )
+    return WorkerKeys(pair)
 
 
 def make_attestation(

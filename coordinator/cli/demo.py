@@ -256,7 +256,7 @@ def _field(text: str, prefix: str) -> str:
 
 def run_demo(demo: Demo) -> int:
     """The narrated study; see the module docstring."""
-    from coordinator.cli.ops import provision_remote
+    from coordinator.cli.provision import provision_remote
 
     demo.say("sealroom demo: a B2B SaaS brand and a publisher measure their audience overlap "
              "and the campaign's incrementality without showing each other a single row.")

@@ -29,14 +29,10 @@ import numpy as np
 import pyarrow as pa
 
 from sdk.errors import PrivacyError, ResourceError
+from sdk.protocol.templates import quote
 
 GroupKeyValue = tuple[str | None, ...]
 SIGNIFICANT_DIGITS = 6
-
-
-def quote(name: str) -> str:
-    """A DuckDB identifier literal."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ import pyarrow as pa
 
 from enclave.privacy import dp
 from enclave.privacy._exact import ExactAggregate, FixedPoint, GroupKeyValue, exact_aggregate
-from enclave.privacy.cost import run_cost
 from enclave.privacy.listmode import apply_list_mode
 from sdk.errors import PrivacyError, ResourceError
+from sdk.protocol import policy
+from sdk.protocol.budget import run_cost
 from sdk.protocol.spec import OutputSpec
 
 COUNT_COLUMN = "n_units"
-DEFAULT_MIN_GROUP_SIZE = 50
 MAX_EXACT_GROUPS = 1_000_000
 MAX_FIXED_SUM = 2**62
 
@@ -105,21 +105,23 @@ def apply_output_spec(
     table: pa.Table,
     spec: OutputSpec,
     *,
-    min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
+    min_group_size: int = policy.DEFAULT_MIN_GROUP_SIZE,
     recipient_ids: pa.Array | pa.ChunkedArray | None = None,
 ) -> PrivacyResult:
     """Enforce ``spec`` on the runner's row-level ``table`` and return what may be released.
 
-    ``min_group_size`` is the strictest of the datasets' minimum group sizes; the spec's own is
-    applied too when stricter. ``recipient_ids`` (list mode only) holds the identifiers of the
-    single recipient's own upload.
+    ``min_group_size`` is the run's effective minimum group size
+    (:func:`sdk.protocol.policy.effective_min_group_size`; ``policy.DEFAULT_MIN_GROUP_SIZE``
+    when not given); the spec's own applies too when stricter (``policy.strictest``).
+    ``recipient_ids`` (list mode only) holds the identifiers of the single recipient's own
+    upload.
 
     Raises ``PrivacyError`` (E_PRIVACY) for a missing column, a non-numeric measure, a wrong
     OpenDP feature set, DP group keys without a domain and without delta, DP in list mode, or a
     list below its minimum size; ``ResourceError`` (E_RESOURCE) when the groups exceed
     ``spec.max_groups`` or the fixed-point sums could overflow.
     """
-    k_min = max(min_group_size, spec.min_group_size or 0, 1)
+    k_min = policy.strictest(min_group_size, spec.min_group_size)
     if spec.mode == "list":
         listed = apply_list_mode(table, spec, min_size=k_min, recipient_ids=recipient_ids)
         return PrivacyResult(listed, 0, Decimal(0), Decimal(0), {}, "list: intersection only")
@@ -293,7 +295,6 @@ def _build_table(
 
 __all__ = [
     "COUNT_COLUMN",
-    "DEFAULT_MIN_GROUP_SIZE",
     "NoiseInfo",
     "PrivacyResult",
     "apply_output_spec",

@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from sdk.errors import PrivacyError
+from sdk.protocol.policy import list_min_size
 from sdk.protocol.spec import OutputSpec
 
 
@@ -25,7 +26,8 @@ def apply_list_mode(
 ) -> pa.Table:
     """Return a one-column table (``spec.list_column``, strings) of the released identifiers.
 
-    ``min_size`` is the strictest minimum group size; ``spec.list_min_size`` applies when larger.
+    ``min_size`` is the strictest minimum group size; ``spec.list_min_size`` applies when larger
+    (:func:`sdk.protocol.policy.list_min_size`).
     Raises ``PrivacyError`` when DP is declared (list mode cannot be noised), when the recipient's
     identifiers are missing, when a column is missing, or when the list is too small.
     """
@@ -39,7 +41,7 @@ def apply_list_mode(
     missing = sorted({c for c in (column, spec.privacy_unit) if c not in table.column_names})
     if missing:
         raise PrivacyError(f"query output lacks declared column(s) {missing}")
-    floor = max(min_size, spec.list_min_size or 0, 1)
+    floor = list_min_size(min_size, spec)
     ids = (
         recipient_ids.combine_chunks()
         if isinstance(recipient_ids, pa.ChunkedArray)

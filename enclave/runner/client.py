@@ -48,6 +48,9 @@ from enclave.runner.protocol import (
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
+ParquetData = bytes | bytearray | memoryview
+"""A table as the supervisor holds it: the Parquet file's bytes, or a view of them."""
+
 TABLE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 STDERR_CAP: Final = 64 * 1024
 PIPE_SIZE: Final = 1 << 20
@@ -72,7 +75,7 @@ def child_argv(limits: RunnerLimits) -> list[str]:
     return [sys.executable, "-I", "-B", "-m", "enclave.runner", json.dumps(limits.to_json())]
 
 
-def _check_inputs(kind: str, code: str, tables: Mapping[str, bytes],
+def _check_inputs(kind: str, code: str, tables: Mapping[str, ParquetData],
                   params: Mapping[str, object]) -> bytes:
     if kind not in ("python", "sql"):
         raise ValueError("kind must be 'python' or 'sql'")
@@ -197,11 +200,12 @@ def _signal_reason(returncode: int) -> str:
 def run_query(
     kind: Literal["python", "sql"],
     code: str,
-    tables: Mapping[str, bytes],
+    tables: Mapping[str, ParquetData],
     params: Mapping[str, object],
     limits: RunnerLimits | None = None,
 ) -> pa.Table:
-    """Run one query bundle over ``tables`` (name → Parquet bytes) in a fresh runner process.
+    """Run one query bundle over ``tables`` (name → Parquet bytes, or a view of them; never
+    copied: the views are streamed to the runner) in a fresh runner process.
 
     Returns the row-level result as a ``pyarrow.Table``. Raises ``RunnerError`` with code
     ``E_QUERY_REJECTED``, ``E_QUERY_RUNTIME``, ``E_RESOURCE``, ``E_INPUT`` or ``E_INTERNAL``

@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from coordinator.launchers import DockerLauncher, LaunchResult, ProcessLauncher
+from sdk.party.statements import sign_manifest
 from sdk.protocol import merkle
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.models import Manifest, Measurement
 from sdk.protocol.verify import log_leaf_hashes, verify_receipt
-from sdk.party.statements import sign_manifest
 from tests.kit import CANARY, Room, demo_tables
 
 pytestmark = pytest.mark.docker

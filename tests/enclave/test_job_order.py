@@ -136,8 +136,8 @@ def test_upload_of_another_room(room: Room) -> None:  # T58
 
 
 def test_upload_signed_by_non_owner(room: Room) -> None:
-    from sdk.protocol.sealing import SealResult
     from sdk.party.statements import make_upload
+    from sdk.protocol.sealing import SealResult
 
     original = json.loads(room.uploads[0].payload)
     fake = SealResult(

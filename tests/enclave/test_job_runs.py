@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from enclave.privacy.templates import build
 from sdk.protocol import merkle
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.sealing import open_bytes
+from sdk.protocol.templates import build
 from sdk.protocol.verify import log_leaf_hashes, verify_receipt
 from tests.kit import CANARY, Room, demo_tables
 

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pytest
 
 from enclave.privacy import dp
-from enclave.privacy._post import mean_halfwidth
+from enclave.privacy._post import mean_halfwidth, postprocess
 from enclave.privacy.aggregate import COUNT_COLUMN, apply_output_spec
-from enclave.privacy.templates import build, build_template, postprocess
 from sdk.errors import InputError, PrivacyError
 from sdk.protocol.spec import OutputSpec
+from sdk.protocol.templates import build, build_template
 from tests.privacy._util import hexid, run_sql
 
 ALPHA = 1e-9

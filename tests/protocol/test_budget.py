@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from sdk.protocol.budget import check_budget, estimate, remaining_after, run_cost, total_spent
 from sdk.errors import PrivacyError
+from sdk.protocol.budget import check_budget, estimate, remaining_after, run_cost, total_spent
 from tests.privacy._util import spec
 
 D = Decimal

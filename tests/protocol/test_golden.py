@@ -10,9 +10,9 @@ import pytest
 
 from sdk.errors import DecryptionError
 from sdk.protocol import merkle
+from sdk.protocol.approvals import verify_approvals
 from sdk.protocol.dsse import Envelope, pae
 from sdk.protocol.sealing import MAGIC, open_stream, read_header, upload_binding
-from sdk.protocol.approvals import verify_approvals
 from sdk.protocol.verify import (
     verify_attestation,
     verify_bundle,

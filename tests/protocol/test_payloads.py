@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdk.errors import InputError
-from sdk.protocol.fields import check_decimal, check_hex64, check_name
 from sdk.protocol.clock import check_time, parse_time
+from sdk.protocol.fields import check_decimal, check_hex64, check_name
 from sdk.protocol.models import Approval, Attestation, Bundle, Manifest, Upload
 from sdk.protocol.records import Checkpoint, LogEntry, Receipt
 from sdk.protocol.spec import OutputSpec

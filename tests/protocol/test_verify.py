@@ -20,11 +20,11 @@ from sdk.errors import (
     SignatureError,
 )
 from sdk.protocol import merkle
+from sdk.protocol.approvals import verify_approvals
 from sdk.protocol.dsse import Envelope, Signature, sign_envelope
 from sdk.protocol.keys import Signer
 from sdk.protocol.models import Approval, Attestation, Manifest, Measurement, Upload
 from sdk.protocol.records import Checkpoint, LogEntry, Receipt
-from sdk.protocol.approvals import verify_approvals
 from sdk.protocol.verify import (
     log_leaf_hashes,
     verify_attestation,
