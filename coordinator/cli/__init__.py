@@ -35,7 +35,7 @@ class OperatorCommand:
                 raise  # a bug in this project, not a missing extra
             raise ConfigError(
                 f"`sealroom {self.name}` needs the coordinator extra: pip install "
-                f"'sealroom[coordinator,enclave]' ({exc.name or 'a module'} is missing)"
+                f"'.[coordinator,enclave]' from a clone ({exc.name or 'a module'} is missing)"
             ) from exc
 
 

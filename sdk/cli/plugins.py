@@ -49,7 +49,7 @@ def load(entry: EntryPoint) -> PluginCommand:
             raise  # the plugin's own package is broken, not missing a dependency
         raise ConfigError(
             f"`sealroom {entry.name}` needs the coordinator extra: "
-            f"pip install 'sealroom[coordinator,enclave]' ({exc.name or 'a module'} is missing)"
+            f"pip install '.[coordinator,enclave]' from a clone ({exc.name or 'a module'} is missing)"
         ) from exc
     return command
 

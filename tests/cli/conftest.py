@@ -55,3 +55,53 @@ def fails(result: Result, code: str, exit_code: int | None = None) -> Result:
 @pytest.fixture()
 def run_cli() -> object:
     return sealroom
+
+
+class CoordinatorProcess:
+    """``sealroom coordinator serve --launcher process`` on a free loopback port, with an admin
+    token, as a child process (stop it with :meth:`stop`)."""
+
+    def __init__(self, data_dir: Path, admin_token: str) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.data_dir = data_dir
+        self.admin_token = admin_token
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / f"coordinator-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CoordinatorProcess:
+        import time
+
+        import httpx
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env["SEALROOM_ADMIN_TOKEN"] = self.admin_token
+        with open(self.log, "ab") as sink:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sdk.cli", "coordinator", "serve", "--data-dir",
+                 str(self.data_dir), "--port", str(self.port), "--launcher", "process"],
+                stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        for _ in range(600):
+            assert self.proc.poll() is None, self.log.read_text(errors="replace")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"coordinator did not start:\n{self.log.read_text(errors='replace')}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -342,7 +342,7 @@ def test_operator_commands_without_the_coordinator_extra(tmp_path: Path) -> None
     env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
     res = fails(sealroom("coordinator", "serve", "--data-dir", str(tmp_path / "d"), env=env),
                 "E_CONFIG", 11)
-    assert "sealroom[coordinator" in res.err
+    assert ".[coordinator,enclave]" in res.err
     fails(sealroom("worker", "provision", "--data-dir", str(tmp_path / "d"), env=env),
           "E_CONFIG", 11)
     # party commands do not need it

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sdk.party.bundles import parse_params
 from sdk.cli.context import render_table
+from sdk.errors import ConflictError, InputError, LogError
+from sdk.party.bundles import parse_params
 from sdk.party.home import Home
 from sdk.party.receipts import ReceiptFile
 from sdk.party.trust import check_consistency
-from sdk.errors import ConflictError, InputError, LogError
 from sdk.protocol import merkle
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.records import Checkpoint
