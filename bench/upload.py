@@ -29,12 +29,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from sdk.client import Client  # noqa: E402
+from sdk.party.statements import sign_manifest  # noqa: E402
 from sdk.protocol.clock import format_time  # noqa: E402
 from sdk.protocol.dsse import sign_envelope  # noqa: E402
 from sdk.protocol.keys import PartyKey, Signer  # noqa: E402
 from sdk.protocol.models import Manifest, Upload  # noqa: E402
 from sdk.protocol.sealing import seal_stream, upload_binding  # noqa: E402
-from sdk.party.statements import sign_manifest
 
 ADMIN = "bench-admin"
 MB = 1_000_000

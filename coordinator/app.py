@@ -23,6 +23,8 @@ from coordinator.routes import admin, auth, bundles, log, rooms, runs, status, u
 from coordinator.runs import RunExecutor
 from coordinator.settings import Settings
 from coordinator.storage import BlobStore, Database
+from coordinator.worker import current_worker, ensure_platform_key, provision_worker
+from sdk.errors import ConflictError
 
 logger = logging.getLogger("sealroom.coordinator")
 
@@ -49,20 +51,22 @@ def build_services(settings: Settings, launcher: Launcher | None = None) -> Serv
                     launcher=launcher or make_launcher(settings), jobs_dir=jobs)
 
 
-def _startup(services: Services, run_executor: bool) -> None:
-    from coordinator.jobs import current_worker
-    from coordinator.worker import ensure_platform_key, provision_worker
-
+def _startup(services: Services, run_executor: bool) -> RunExecutor | None:
+    """Clean stale temp blobs, make sure the platform key exists, provision a worker when
+    asked to and none is, then start the run executor (returned, or None when not wanted)."""
     services.blobs.clean_temp()
     ensure_platform_key(services.settings.platform_key_file)
     if services.settings.provision_on_start:
         try:
-            current_worker(services)
-        except Exception:
+            current_worker(services.db)
+        except ConflictError:
             provision_worker(services.settings, services.launcher, services.db)
-    if run_executor:
-        services.executor = RunExecutor(services)
-        services.executor.start()
+    if not run_executor:
+        return None
+    executor = RunExecutor(services)
+    services.executor = executor
+    executor.start()
+    return executor
 
 
 def create_app(settings: Settings, launcher: Launcher | None = None, *,
@@ -73,12 +77,12 @@ def create_app(settings: Settings, launcher: Launcher | None = None, *,
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(_startup, services, run_executor)
+        executor = await run_in_threadpool(_startup, services, run_executor)
         try:
             yield
         finally:
-            if services.executor is not None:
-                await run_in_threadpool(services.executor.stop)
+            if executor is not None:
+                await run_in_threadpool(executor.stop)
             services.db.dispose()
 
     app = FastAPI(
@@ -96,5 +100,5 @@ def create_app(settings: Settings, launcher: Launcher | None = None, *,
     app.include_router(v1)
     app.include_router(status.root)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes,
-                       counters=services.counters)
+                       counters=services.http_counters)
     return app

@@ -13,20 +13,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from fastapi import Depends, Request
 from sqlalchemy import delete, select
 
-from coordinator.context import Services, get_services
+from coordinator.context import Caller, Services
 from coordinator.errors import Forbidden, Unauthenticated
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import Challenge, Room, RoomParty, Token
 from sdk.errors import NotFoundError
+from sdk.protocol.keys import ed25519_verifies
 
 AUTH_PREFIX = b"sealroom-auth-v1\n"
 
@@ -41,9 +37,9 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def audience_of(services: Services, request: Request) -> str:
-    """What parties must sign: the configured audience or the request's base URL."""
-    return services.settings.audience or str(request.base_url).rstrip("/")
+def audience_of(services: Services, base_url: str) -> str:
+    """What parties must sign: the configured audience, or the base URL the request came to."""
+    return services.settings.audience or base_url.rstrip("/")
 
 
 def issue_challenge(services: Services, signing_key: str, audience: str) -> tuple[str, datetime]:
@@ -73,11 +69,11 @@ def issue_token(
     if not hmac.compare_digest(challenge.signing_key, signing_key):
         raise Unauthenticated("challenge was issued to another key")
     try:
-        Ed25519PublicKey.from_public_bytes(bytes.fromhex(signing_key)).verify(
-            signature, auth_message(bytes.fromhex(nonce), challenge.audience)
-        )
-    except (InvalidSignature, ValueError) as exc:
+        public_key, nonce_bytes = bytes.fromhex(signing_key), bytes.fromhex(nonce)
+    except ValueError as exc:
         raise Unauthenticated("signature over the challenge does not verify") from exc
+    if not ed25519_verifies(public_key, signature, auth_message(nonce_bytes, challenge.audience)):
+        raise Unauthenticated("signature over the challenge does not verify")
     token = secrets.token_urlsafe(32)
     expires = utcnow() + timedelta(seconds=services.settings.token_ttl)
     with services.db.write() as s:
@@ -90,27 +86,11 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling: a party's signing key (hex), or the operator."""
+def caller_of_token(services: Services, token: str) -> Caller:
+    """Who presents bearer ``token``: the operator (the admin token) or a party's key.
 
-    key: str | None = None
-    admin: bool = False
-
-
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("a bearer token is required")
-    return token.strip()
-
-
-def get_caller(
-    request: Request, services: Annotated[Services, Depends(get_services)]
-) -> Caller:
-    """FastAPI dependency: the authenticated caller. Raises ``Unauthenticated`` (401)."""
-    token = _bearer(request)
+    Raises ``Unauthenticated`` for an unknown, overlong or expired token.
+    """
     admin = services.settings.admin_secret()
     if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):
         return Caller(admin=True)
@@ -123,20 +103,6 @@ def get_caller(
     if row.expires_at < utcnow():
         raise Unauthenticated("token expired")
     return Caller(key=row.signing_key)
-
-
-def require_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
-    """FastAPI dependency: the operator only. Raises ``Forbidden`` (403) for parties."""
-    if not caller.admin:
-        raise Forbidden("operator route: the admin token is required")
-    return caller
-
-
-def require_party(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
-    """FastAPI dependency: a party (not the operator)."""
-    if caller.key is None:
-        raise Forbidden("party route: authenticate with a party key")
-    return caller
 
 
 def party_in_room(services: Services, room_id: str, caller: Caller) -> str | None:
@@ -168,6 +134,3 @@ def require_member(services: Services, room_id: str, caller: Caller) -> str:
         raise Forbidden("only a party of the room may do this")
     return name
 
-
-CallerDep = Annotated[Caller, Depends(get_caller)]
-ServicesDep = Annotated[Services, Depends(get_services)]

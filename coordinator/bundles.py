@@ -1,8 +1,10 @@
 """Bundles, approvals and revocations: pre-checked with the protocol verifiers, then stored.
 
-The coordinator keeps every approval and revocation it receives. A job carries every
-revocation of the bundle plus, per party, its most recent unexpired approval, which is the
-set :func:`sdk.protocol.verify.verify_approvals` (and the worker) judges.
+The coordinator keeps every approval and revocation it receives, each checked on arrival with
+:func:`sdk.protocol.approvals.check_approval`. A job carries what
+:func:`sdk.protocol.approvals.select_for_job` selects (every revocation of the bundle plus,
+per party, its most recent unexpired approval), which is the set
+:func:`sdk.protocol.approvals.verify_approvals` (and the worker) judges.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from coordinator.auth import Caller, require_member
-from coordinator.context import Services
+from coordinator.auth import require_member
+from coordinator.context import Caller, Services
 from coordinator.rooms import active_room, envelope_of, envelope_text, now_utc
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import ApprovalRow, BundleRow
-from sdk.errors import ConflictError, InputError, NotFoundError, SignatureError
-from sdk.protocol.clock import parse_time
-from sdk.protocol.dsse import Envelope, open_envelope
-from sdk.protocol.models import Approval
+from sdk.errors import ConflictError, InputError, NotFoundError
+from sdk.protocol.approvals import check_approval, select_for_job
+from sdk.protocol.dsse import Envelope
 from sdk.protocol.verify import verify_bundle
 
 _Row = TypeVar("_Row", BundleRow, ApprovalRow)
@@ -90,26 +91,16 @@ def submit_approval(services: Services, room_id: str, caller: Caller, envelope: 
                     decision: str | None = None) -> tuple[ApprovalRow, bool]:
     """Accept a party's approval or revocation of a bundle of this room.
 
-    Checks what :func:`sdk.protocol.verify.verify_approvals` checks of one approval: signed by
-    the party it names, bound to this room, manifest and a stored bundle, unexpired, not
-    issued in the future; and, when ``decision`` is given, that it is that decision.
+    Checks the statement with :func:`sdk.protocol.approvals.check_approval` (signed by the
+    party it names, bound to this room and manifest, unexpired, not issued in the future),
+    that it names a stored bundle, and, when ``decision`` is given, that it is that decision.
 
     Raises ``SignatureError``, ``InputError``, ``NotFoundError`` (unknown bundle), ``Forbidden``.
     """
     require_member(services, room_id, caller)
     view = active_room(services, room_id)
-    payload, result = open_envelope(envelope, Approval.KIND, view.manifest.signing_keys())
-    approval = Approval.from_dict(payload)
-    if approval.party not in result.signed:
-        raise SignatureError("approval: not signed by the party it names")
-    if approval.room_id != room_id or approval.manifest_digest != view.digest:
-        raise InputError("approval: bound to another room or manifest")
+    approval = check_approval(envelope, view.manifest, view.digest, now=now_utc())
     get_bundle(services, room_id, approval.bundle_digest)
-    now = now_utc()
-    if parse_time(approval.expires, "approval.expires") <= now:
-        raise SignatureError("approval: expired")
-    if parse_time(approval.issued_at, "approval.issued_at") > now:
-        raise InputError("approval: issued in the future")
     if decision is not None and approval.decision != decision:
         raise InputError(f"expected a {decision} statement")
     digest = envelope.digest()
@@ -128,13 +119,8 @@ def approvals_of(services: Services, room_id: str, bundle_digest: str) -> list[A
             .order_by(ApprovalRow.issued_at, ApprovalRow.digest)))
 
 
-def job_approvals(rows: list[ApprovalRow]) -> list[Envelope]:
-    """What a job carries: every revocation, and each party's latest unexpired approval."""
-    now = now_utc().strftime("%Y-%m-%dT%H:%M:%SZ")
-    revocations = [r for r in rows if r.decision == "revoke"]
-    latest: dict[str, ApprovalRow] = {}
-    for row in rows:
-        if row.decision == "approve" and row.expires > now:
-            if row.party not in latest or row.issued_at >= latest[row.party].issued_at:
-                latest[row.party] = row
-    return [envelope_of(r.envelope) for r in [*revocations, *latest.values()]]
+def job_approvals(services: Services, room_id: str, bundle_digest: str) -> list[Envelope]:
+    """The statements a job of this bundle carries, as
+    :func:`sdk.protocol.approvals.select_for_job` selects them from those held."""
+    rows = select_for_job(approvals_of(services, room_id, bundle_digest), now=now_utc())
+    return [envelope_of(r.envelope) for r in rows]

@@ -1,7 +1,7 @@
 """The room log as the coordinator stores it: worker-signed entries, checkpoints, proofs.
 
 The coordinator cannot sign entries; it only appends what a worker returned, and only when the
-worker's new checkpoint extends the head it was given (checked by :mod:`coordinator.jobs`).
+worker's new checkpoint extends the head it was given (checked by :mod:`coordinator.results`).
 Rows are keyed by ``(room_id, idx)``, so two appends on the same head cannot both land.
 Proofs are computed with :mod:`sdk.protocol.merkle` over the stored leaf hashes.
 """
@@ -9,7 +9,6 @@ Proofs are computed with :mod:`sdk.protocol.merkle` over the stored leaf hashes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,6 +17,7 @@ from coordinator.storage.db import utcnow
 from coordinator.storage.models import CheckpointRow, LogEntryRow
 from sdk.errors import InputError, NotFoundError
 from sdk.protocol import merkle
+from sdk.protocol.budget import CHARGE_KIND, Spent, spent_by_dataset
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.records import Checkpoint, LogEntry
@@ -116,26 +116,19 @@ def consistency(leaves: list[bytes], first: int, second: int) -> tuple[list[byte
             merkle.root(tree))
 
 
-def budget_spent(session: Session, room_id: str) -> dict[str, tuple[Decimal, Decimal]]:
-    """Dataset → (epsilon, delta) charged, summed from the stored ``budget_charged`` entries.
+def budget_spent(session: Session, room_id: str) -> dict[str, Spent]:
+    """Dataset → the exact epsilon and delta charged to it, summed by
+    :func:`sdk.protocol.budget.spent_by_dataset` from the stored ``budget_charged`` entries
+    (datasets never charged are absent).
 
     The entries were verified (worker signature, room, chain) when they were appended.
+    Raises ``PrivacyError`` for a charge that is not a finite, non-negative decimal.
     """
-    spent: dict[str, tuple[Decimal, Decimal]] = {}
     rows = session.scalars(select(LogEntryRow).where(
-        LogEntryRow.room_id == room_id, LogEntryRow.kind == "budget_charged"))
-    for row in rows:
-        envelope = Envelope.from_json(row.envelope.encode())
-        entry = LogEntry.from_dict(parse_json(envelope.payload))
-        dataset = str(entry.details.get("dataset", ""))
-        try:
-            eps = Decimal(str(entry.details.get("epsilon", "0")))
-            delta = Decimal(str(entry.details.get("delta", "0")))
-        except InvalidOperation:
-            continue
-        old_eps, old_delta = spent.get(dataset, (Decimal(0), Decimal(0)))
-        spent[dataset] = (old_eps + eps, old_delta + delta)
-    return spent
+        LogEntryRow.room_id == room_id, LogEntryRow.kind == CHARGE_KIND).order_by(LogEntryRow.idx))
+    return spent_by_dataset(
+        LogEntry.from_dict(parse_json(Envelope.from_json(r.envelope.encode()).payload))
+        for r in rows)
 
 
 def checkpoint_of(session: Session, room_id: str, tree_size: int | None = None) -> CheckpointRow:

@@ -21,6 +21,7 @@ from coordinator.rooms import load_room
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import Feedback, Room, RunRow, UploadRow, Worker
 from sdk.protocol import merkle
+from sdk.protocol.budget import Spent, remaining_after
 
 
 class Queries(BaseModel):
@@ -112,14 +113,16 @@ def room_status(services: Services, room_id: str) -> RoomStatus:
                                   .order_by(Feedback.created_at)))
         uploads = list(s.scalars(select(UploadRow).where(UploadRow.room_id == room_id)))
     week = utcnow() - timedelta(days=7)
+    budgets = {d.name: Decimal(d.epsilon_budget) for d in view.manifest.datasets}
+    left = remaining_after(budgets, {name: s.epsilon for name, s in spent.items()})
     datasets = []
     for d in view.manifest.datasets:
-        eps, delta = spent.get(d.name, (Decimal(0), Decimal(0)))
+        charged = spent.get(d.name, Spent())
         datasets.append(DatasetPosture(
             dataset=d.name, owner=d.owner, min_group_size=d.min_group_size,
-            epsilon_budget=d.epsilon_budget, epsilon_spent=str(eps),
-            epsilon_left=str(max(Decimal(d.epsilon_budget) - eps, Decimal(0))),
-            delta_budget=d.delta_budget, delta_spent=str(delta)))
+            epsilon_budget=d.epsilon_budget, epsilon_spent=str(charged.epsilon),
+            epsilon_left=str(max(left[d.name], Decimal(0))),
+            delta_budget=d.delta_budget, delta_spent=str(charged.delta)))
     verified = (cp is None and not leaves) or (
         cp is not None and cp.tree_size == len(leaves)
         and merkle.root(leaves).hex() == cp.root_hash)
@@ -191,7 +194,7 @@ def prometheus_text(services: Services) -> str:
     metric("sealroom_feedback_changed_decision", "gauge",
            "Recipient feedback saying an output changed a decision.",
            [({"room": st.room_id}, float(st.utility.changed_decision)) for st in statuses])
-    http = services.counters.get("http", {})
+    http = services.http_counters
     metric("sealroom_http_requests_total", "counter", "HTTP requests by status class.",
            [({"status": k}, float(v)) for k, v in sorted(http.items())])
     return "\n".join(lines) + "\n"

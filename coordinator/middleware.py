@@ -35,10 +35,10 @@ async def _reply(send: Send, status: int, code: str, message: str) -> None:
 class BodyLimitMiddleware:
     """Cap request bodies at ``max_bytes`` (except the streamed upload route)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, counters: dict[str, Any]) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, counters: dict[str, int]) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.counters = counters.setdefault("http", {})
+        self.counters = counters
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

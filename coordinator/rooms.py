@@ -11,19 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import delete
 
-from coordinator.auth import Caller
-from coordinator.context import Services
+from coordinator.context import Caller, Services
 from coordinator.errors import Forbidden
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import Room, RoomParty
 from sdk.errors import ConflictError, InputError, NotFoundError, SignatureError
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.dsse import Envelope, Signature, pae, payload_type
-from sdk.protocol.keys import keyid
+from sdk.protocol.keys import ed25519_verifies, keyid
 from sdk.protocol.models import Manifest
 from sdk.protocol.verify import MAX_MANIFEST_BYTES, verify_manifest
 
@@ -57,7 +54,13 @@ class RoomView:
 
     @property
     def missing(self) -> tuple[str, ...]:
+        """The parties whose signature the room still lacks, in manifest order."""
         return tuple(p.name for p in self.manifest.parties if p.name not in self.signed)
+
+    def party_with_key(self, signing_key: str | None) -> str | None:
+        """The name of the party whose signing key is ``signing_key`` (hex), or None."""
+        return next((p.name for p in self.manifest.parties
+                     if p.identity.signing_key.hex() == signing_key), None)
 
 
 def _parse_manifest(envelope: Envelope) -> Manifest:
@@ -78,19 +81,26 @@ def valid_signatures(envelope: Envelope, manifest: Manifest) -> dict[str, Signat
             key = party.identity.signing_key
             if party.name in out or keyid(key) != sig.keyid:
                 continue
-            try:
-                Ed25519PublicKey.from_public_bytes(key).verify(sig.sig, message)
-            except (InvalidSignature, ValueError):
-                continue
-            out[party.name] = sig
+            if ed25519_verifies(key, sig.sig, message):
+                out[party.name] = sig
     return out
 
 
-def _view(row: Room) -> RoomView:
+def _stored_view(row: Room) -> RoomView:
+    """The room as stored: the manifest parsed, each signature verified once to say who signed."""
     envelope = envelope_of(row.envelope)
     manifest = _parse_manifest(envelope)
     signed = tuple(valid_signatures(envelope, manifest))
     return RoomView(row.room_id, envelope, manifest, row.manifest_digest, row.complete, signed)
+
+
+def _verified_view(row: Room) -> RoomView:
+    """A complete room, its manifest verified once by :func:`verify_manifest` (every party
+    signed, unexpired, the stored digest)."""
+    envelope = envelope_of(row.envelope)
+    manifest = verify_manifest(envelope, now=now_utc(), expected_digest=row.manifest_digest)
+    return RoomView(row.room_id, envelope, manifest, row.manifest_digest, True,
+                    tuple(p.name for p in manifest.parties))
 
 
 def submit_manifest(
@@ -131,18 +141,18 @@ def submit_manifest(
             new_sigs = {**old, **{k: v for k, v in new_sigs.items() if k not in old}}
         elif room_id is not None:
             raise NotFoundError(f"no room {room_id!r}")
-        ordered = tuple(new_sigs[p.name] for p in manifest.parties if p.name in new_sigs)
-        merged = Envelope(envelope.payload_type, envelope.payload, ordered)
-        complete = len(ordered) == len(manifest.parties)
+        signed = tuple(p.name for p in manifest.parties if p.name in new_sigs)
+        merged = Envelope(envelope.payload_type, envelope.payload,
+                          tuple(new_sigs[name] for name in signed))
+        complete = len(signed) == len(manifest.parties)
         if complete:
             verify_manifest(merged, now=now_utc(), expected_digest=digest)
         now = utcnow()
         if row is None:
             row = Room(room_id=manifest.room_id, manifest_digest=digest, submitter="",
                        created_at=now, envelope="", complete=False, updated_at=now)
-            submitter = next(p.name for p in manifest.parties
-                             if p.identity.signing_key.hex() == caller.key)
-            row.submitter = submitter
+            row.submitter = next(p.name for p in manifest.parties
+                                 if p.identity.signing_key.hex() == caller.key)
             s.add(row)
             s.execute(delete(RoomParty).where(RoomParty.room_id == manifest.room_id))
             s.flush()
@@ -152,31 +162,35 @@ def submit_manifest(
         row.envelope = envelope_text(merged)
         row.complete = complete
         row.updated_at = now
-        s.flush()
-        view = _view(row)
-    return view, created
+    return RoomView(manifest.room_id, merged, manifest, digest, complete, signed), created
+
+
+def _room_row(services: Services, room_id: str) -> Room:
+    with services.db.read() as s:
+        row = s.get(Room, room_id)
+    if row is None:
+        raise NotFoundError(f"no room {room_id!r}")
+    return row
 
 
 def load_room(services: Services, room_id: str) -> RoomView:
-    """The stored room. Raises ``NotFoundError``."""
-    with services.db.read() as s:
-        row = s.get(Room, room_id)
-        if row is None:
-            raise NotFoundError(f"no room {room_id!r}")
-        return _view(row)
+    """The stored room, complete or not (for reading and signing). Raises ``NotFoundError``."""
+    return _stored_view(_room_row(services, room_id))
 
 
 def active_room(services: Services, room_id: str) -> RoomView:
     """The room, re-verified as fully signed and unexpired (what uploads, bundles and runs need).
 
+    Every signature is verified once, by :func:`verify_manifest`; build the view once per
+    request and pass it on rather than asking again.
+
     Raises ``NotFoundError``, ``ConflictError`` (not yet signed by every party), or the
     verifier's errors.
     """
-    view = load_room(services, room_id)
-    if not view.complete:
+    row = _room_row(services, room_id)
+    if not row.complete:
         raise ConflictError(
             "the room's manifest is not signed by every party yet (missing: "
-            + ", ".join(view.missing) + ")"
+            + ", ".join(_stored_view(row).missing) + ")"
         )
-    verify_manifest(view.envelope, now=now_utc(), expected_digest=view.digest)
-    return view
+    return _verified_view(row)

@@ -18,32 +18,26 @@ import shutil
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 
-from coordinator.auth import Caller, require_member
-from coordinator.bundles import approvals_of, get_bundle, job_approvals
-from coordinator.context import Services
-from coordinator.jobs import (
-    JobInputs,
-    Outcome,
-    ResultError,
-    check_result,
-    current_worker,
-    gather,
-    room_attestations,
-    select_uploads,
-    write_job_dir,
-)
+from coordinator.auth import require_member
+from coordinator.context import Caller, Services
+from coordinator.jobs import JobInputs, gather, write_job_dir
 from coordinator.launchers.base import JOB_MOUNT
+from coordinator.launchers.docker import DockerLauncher
+from coordinator.launchers.reaper import reap_orphans
 from coordinator.logstore import append
-from coordinator.rooms import active_room, envelope_of, now_utc
+from coordinator.results import Outcome, ResultError, check_result
+from coordinator.sources import collect_sources
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import OutputRow, Room, RunRow
+from coordinator.worker import read_platform_key
 from sdk.errors import ConfigError, ConflictError, NotFoundError, ResourceError, SealroomError
+from sdk.protocol import jobdir as layout
 from sdk.protocol.models import Bundle
-from sdk.protocol.verify import verify_approvals
 
 log = logging.getLogger("sealroom.runs")
 TERMINAL = ("succeeded", "refused", "failed")
@@ -52,21 +46,13 @@ INTERRUPTED = "interrupted: the coordinator stopped during the run; request a ne
 
 def precheck(services: Services, room_id: str, bundle_digest: str) -> Bundle:
     """Reject early what the worker would refuse anyway: an unknown bundle, missing approvals,
-    an unaccepted worker, missing uploads. Returns the bundle (the worker re-verifies all)."""
-    room = active_room(services, room_id)
-    row = get_bundle(services, room_id, bundle_digest)
-    if row.digest != bundle_digest:
-        raise NotFoundError("no such bundle in this room")
-    room_attestations(services, room, current_worker(services))
-    approvals = job_approvals(approvals_of(services, room_id, bundle_digest))
-    verify_approvals(approvals, room.manifest, room.digest, bundle_digest, now=now_utc())
-    from sdk.protocol.dsse import open_envelope
+    an unaccepted worker, missing uploads (the five steps of
+    :func:`coordinator.sources.collect_sources`). Returns the bundle (the worker re-verifies
+    all of it).
 
-    payload, _ = open_envelope(envelope_of(row.envelope), Bundle.KIND,
-                               room.manifest.signing_keys())
-    bundle = Bundle.from_dict(payload)
-    select_uploads(services, room_id, bundle)
-    return bundle
+    Raises the errors of ``collect_sources`` with ``require_approved``.
+    """
+    return collect_sources(services, room_id, bundle_digest, require_approved=True).bundle
 
 
 def create_run(services: Services, room_id: str, caller: Caller, bundle_digest: str,
@@ -129,23 +115,22 @@ def _finish(services: Services, run_id: str, outcome: Outcome, old_size: int = 0
     """Store a terminal state (and, for a signed result, the log append, receipt and outputs'
     references) in one transaction. False when the run was no longer ``running``."""
     digests = {r: services.blobs.put_bytes(data) for r, data in outcome.outputs.items()}
+    signed = outcome.signed
     try:
         with services.db.write() as s:
             done = s.execute(update(RunRow).where(
                 RunRow.run_id == run_id, RunRow.state == "running").values(
                 state=outcome.status, error_code=outcome.error_code,
                 message=outcome.message[:500], finished_at=utcnow(),
-                receipt=None if outcome.receipt is None else outcome.receipt.to_json().decode(),
-                log_index=None if outcome.parsed_receipt is None
-                else outcome.parsed_receipt.log_index))
-            if done.rowcount != 1:  # type: ignore[attr-defined]
+                receipt=None if signed is None else signed.receipt.to_json().decode(),
+                log_index=None if signed is None else signed.parsed_receipt.log_index))
+            if not isinstance(done, CursorResult) or done.rowcount != 1:
                 raise _NotRunning()
-            if outcome.checkpoint is not None:
-                room = s.get(Room, outcome.parsed_receipt.room_id  # type: ignore[union-attr]
-                             , with_for_update=True)
+            if signed is not None:
+                room = s.get(Room, signed.parsed_receipt.room_id, with_for_update=True)
                 assert room is not None
-                append(s, room.room_id, old_size, outcome.entries, outcome.parsed_entries,
-                       outcome.checkpoint, outcome.tree_size, outcome.root_hash)
+                append(s, room.room_id, old_size, signed.entries, signed.parsed_entries,
+                       signed.checkpoint, signed.tree_size, signed.root_hash)
             for recipient, digest in digests.items():
                 s.add(OutputRow(run_id=run_id, recipient=recipient, ciphertext_digest=digest,
                                 size=len(outcome.outputs[recipient])))
@@ -179,7 +164,7 @@ def execute_run(services: Services, run_id: str) -> None:
         outcome = _launch_and_check(services, inputs, job)
         _finish(services, run_id, outcome, inputs.log.size)
     except ResultError as exc:
-        _fail(services, run_id, exc.code, exc.message)
+        _fail(services, run_id, exc.error_code, exc.message)
     except ConfigError as exc:
         _fail(services, run_id, "E_CONFIG", exc.message)
     except ResourceError as exc:
@@ -193,16 +178,15 @@ def execute_run(services: Services, run_id: str) -> None:
         shutil.rmtree(job, ignore_errors=True)
 
 
-def _launch_and_check(services: Services, inputs: JobInputs, job: object) -> Outcome:
-    from pathlib import Path
-
+def _launch_and_check(services: Services, inputs: JobInputs, job: Path) -> Outcome:
     launcher = services.launcher
-    seed = _platform_seed(services)
+    worker = inputs.sources.worker
+    seed = read_platform_key(services.settings.platform_key_file)
     result = launcher.launch(
-        Path(str(job)),
-        ["run", "--job", JOB_MOUNT, "--image-id", inputs.worker.image_id,
+        job,
+        ["run", "--job", JOB_MOUNT, "--image-id", worker.image_id,
          "--isolation", launcher.isolation],
-        {"platform.key": seed, "worker.sealed": inputs.worker.sealed_key},
+        {layout.PLATFORM_KEY_SECRET: seed, layout.SEALED_WORKER_KEY_SECRET: worker.sealed_key},
         run_id=inputs.run_id, deadline_s=services.settings.run_deadline_s)
     resource = result.resource_error()
     if resource is not None:
@@ -212,23 +196,15 @@ def _launch_and_check(services: Services, inputs: JobInputs, job: object) -> Out
     return check_result(result.stdout, inputs, services.settings.max_result_bytes)
 
 
-def _platform_seed(services: Services) -> bytes:
-    from coordinator.worker import read_platform_key
-
-    return read_platform_key(services.settings.platform_key_file)
-
-
 def reconcile(services: Services) -> list[str]:
     """Bring runs left ``running`` by a previous process to one terminal state (failed,
     E_INTERNAL) after removing their worker containers (found by label); returns their ids."""
     with services.db.read() as s:
         stale = list(s.scalars(select(RunRow.run_id).where(RunRow.state == "running")))
-    if services.launcher.isolation == "container":  # nothing runs yet: every one is orphaned
+    launcher = services.launcher
+    if isinstance(launcher, DockerLauncher):  # nothing runs yet: every one is orphaned
         try:
-            from coordinator.launchers.reaper import reap_orphans
-
-            client = services.launcher.client  # type: ignore[attr-defined]
-            reap_orphans(client, instance=services.settings.instance)
+            reap_orphans(launcher.client, instance=services.settings.instance)
         except Exception as exc:  # engine down: the runs still fail; reap again later
             log.warning("could not reap worker containers: %s", type(exc).__name__)
     for run_id in stale:

@@ -165,12 +165,24 @@ class RunRequest(Strict):
     bundle_digest: str = Field(pattern=HEX64)
 
 
+RunStatus = Literal["queued", "running", "succeeded", "refused", "failed"]
+RUN_STATUSES: tuple[RunStatus, ...] = ("queued", "running", "succeeded", "refused", "failed")
+
+
+def run_status(state: str) -> RunStatus:
+    """A stored run state as the API reports it. Raises ``ValueError`` for any other text."""
+    for status in RUN_STATUSES:
+        if status == state:
+            return status
+    raise ValueError(f"unknown run state {state!r}")
+
+
 class RunInfo(Strict):
     run_id: str
     room_id: str
     bundle_digest: str
     requested_by: str
-    status: Literal["queued", "running", "succeeded", "refused", "failed"]
+    status: RunStatus
     has_receipt: bool
     error_code: str | None
     message: str

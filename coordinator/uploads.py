@@ -18,8 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from coordinator.auth import Caller, require_member
-from coordinator.context import Services
+from coordinator.auth import require_member
+from coordinator.context import Caller, Services
 from coordinator.errors import Forbidden, PayloadTooLarge
 from coordinator.rooms import active_room, envelope_text
 from coordinator.storage.blobs import BlobWriter

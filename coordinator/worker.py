@@ -15,16 +15,17 @@ import secrets
 import shutil
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from coordinator.launchers.base import JOB_MOUNT, Launcher
 from coordinator.settings import Settings
 from coordinator.storage.db import Database, utcnow
 from coordinator.storage.models import Worker
-from sdk.errors import AttestationError, ConfigError, InputError, SignatureError
-from sdk.protocol.fields import expect_mapping
+from sdk.errors import AttestationError, ConfigError, ConflictError, InputError, SignatureError
+from sdk.protocol import jobdir as layout
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import Envelope, open_envelope
+from sdk.protocol.fields import expect_mapping
 from sdk.protocol.keys import Signer
 from sdk.protocol.models import Attestation
 
@@ -60,6 +61,15 @@ def read_platform_key(path: Path) -> bytes:
 def platform_public_key(path: Path) -> bytes:
     """The platform's Ed25519 public key (what manifests pin in ``workers.platform_keys``)."""
     return Signer.from_seed(read_platform_key(path)).public_key
+
+
+def current_worker(db: Database) -> Worker:
+    """The current provisioned worker. Raises ``ConflictError`` when none is provisioned."""
+    with db.read() as s:
+        worker = s.scalars(select(Worker).where(Worker.current.is_(True))).first()
+    if worker is None:
+        raise ConflictError("no worker is provisioned yet (operator: provision one)")
+    return worker
 
 
 def worker_image_id(launcher: Launcher) -> str:
@@ -122,7 +132,7 @@ def provision_worker(settings: Settings, launcher: Launcher,
             job_dir,
             ["provision", "--job", JOB_MOUNT, "--image-id", image_id,
              "--isolation", launcher.isolation],
-            {"platform.key": seed},
+            {layout.PLATFORM_KEY_SECRET: seed},
             run_id=job_dir.name,
             deadline_s=min(settings.run_deadline_s, 300.0),
         )

@@ -26,14 +26,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from coordinator.launchers.errors import JobDirError, ResourceError
+from sdk.protocol import jobdir as layout
 from sdk.protocol.canonical import canonical_json
 
 Isolation = Literal["container", "none"]
 
 JOB_MOUNT = "/job"
-SECRETS_DIRNAME = "secrets"
-#: the hex digest of the isolation settings the launcher checked, handed over with the secrets
-ISOLATION_DIGEST_SECRET = "isolation.digest"  # noqa: S105 - a file name, not a password
 WORKER_UID = 65534
 WORKER_GID = 65534
 DEFAULT_DEADLINE_S = 600.0
@@ -107,7 +105,7 @@ def prepare_job_dir(job_dir: Path) -> Path:
     path = Path(job_dir).resolve()
     if not path.is_dir():
         raise JobDirError(f"job directory {path} does not exist")
-    secrets_dir = path / SECRETS_DIRNAME
+    secrets_dir = path / layout.SECRETS_DIR
     if secrets_dir.is_symlink() or (secrets_dir.exists() and not secrets_dir.is_dir()):
         raise JobDirError("job secrets path is not a directory")
     secrets_dir.mkdir(mode=0o755, exist_ok=True)
@@ -138,7 +136,7 @@ def write_secrets(job_dir: Path, secrets: Mapping[str, bytes], *, uid: int | Non
     should avoid that case (see docs/operators.md).
     Raises JobDirError for a name that is not a plain file name.
     """
-    secrets_dir = job_dir / SECRETS_DIRNAME
+    secrets_dir = job_dir / layout.SECRETS_DIR
     owner, file_mode, dir_mode = _secret_modes(uid, gid)
     for name, data in secrets.items():
         if not _SECRET_NAME.match(name):
@@ -160,7 +158,7 @@ def write_secrets(job_dir: Path, secrets: Mapping[str, bytes], *, uid: int | Non
 
 def remove_secrets(job_dir: Path) -> None:
     """Delete every file under ``job_dir/secrets/`` and leave the directory empty. Never raises."""
-    secrets_dir = job_dir / SECRETS_DIRNAME
+    secrets_dir = job_dir / layout.SECRETS_DIR
     try:
         if secrets_dir.is_dir() and not secrets_dir.is_symlink():
             if os.geteuid() == 0:

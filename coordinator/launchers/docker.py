@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 from coordinator.launchers.base import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_OUTPUT_BYTES,
-    ISOLATION_DIGEST_SECRET,
     Isolation,
     Launcher,
     LaunchResult,
@@ -45,6 +44,7 @@ from coordinator.launchers.profile import (
     HardeningProfile,
     check_container,
 )
+from sdk.protocol.jobdir import ISOLATION_DIGEST_SECRET
 
 CreateKwargsHook = Callable[[dict[str, Any]], None]
 

@@ -24,7 +24,6 @@ from typing import ClassVar
 from coordinator.launchers.base import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_OUTPUT_BYTES,
-    ISOLATION_DIGEST_SECRET,
     JOB_MOUNT,
     Isolation,
     Launcher,
@@ -35,6 +34,7 @@ from coordinator.launchers.base import (
     write_secrets,
 )
 from coordinator.launchers.errors import OutputLimitError
+from sdk.protocol.jobdir import ISOLATION_DIGEST_SECRET
 
 UNISOLATED_SETTINGS: dict[str, object] = {"isolation": "none", "launcher": "process"}
 

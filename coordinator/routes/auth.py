@@ -7,8 +7,9 @@ import binascii
 
 from fastapi import APIRouter, Request
 
-from coordinator.auth import ServicesDep, audience_of, iso, issue_challenge, issue_token
+from coordinator.auth import audience_of, iso, issue_challenge, issue_token
 from coordinator.errors import Unauthenticated
+from coordinator.routes.deps import ServicesDep
 from coordinator.schemas import (
     ERRORS,
     ChallengeRequest,
@@ -24,7 +25,7 @@ router = APIRouter(prefix="/auth", tags=["auth"], responses=ERRORS)
 def challenge(body: ChallengeRequest, request: Request,
               services: ServicesDep) -> ChallengeResponse:
     """A single-use nonce for this signing key; sign it with the audience to get a token."""
-    audience = audience_of(services, request)
+    audience = audience_of(services, str(request.base_url))
     nonce, expires = issue_challenge(services, body.signing_key, audience)
     return ChallengeResponse(nonce=nonce, audience=audience, expires_at=iso(expires))
 

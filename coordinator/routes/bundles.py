@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from coordinator.auth import CallerDep, ServicesDep, party_in_room
+from coordinator.auth import party_in_room
 from coordinator.bundles import (
     approvals_of,
     get_bundle,
@@ -12,7 +12,8 @@ from coordinator.bundles import (
     submit_approval,
     submit_bundle,
 )
-from coordinator.routes.common import EnvelopeBody, approval_info, bundle_info
+from coordinator.routes.common import approval_info, bundle_info
+from coordinator.routes.deps import CallerDep, EnvelopeBody, ServicesDep
 from coordinator.schemas import ENVELOPE_BODY, ERRORS, ApprovalInfo, BundleInfo
 
 router = APIRouter(prefix="/rooms/{room_id}", tags=["bundles"], responses=ERRORS)

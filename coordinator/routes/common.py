@@ -1,13 +1,8 @@
-"""Shared pieces of the routes: strict envelope bodies and row → response conversions."""
+"""Shared pieces of the routes: stored rows and envelopes → response models."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from fastapi import Depends, Request
-
 from coordinator.auth import iso
-from coordinator.context import Services, get_services
 from coordinator.rooms import RoomView
 from coordinator.schemas import (
     ApprovalInfo,
@@ -16,21 +11,10 @@ from coordinator.schemas import (
     RoomInfo,
     RunInfo,
     UploadInfo,
+    run_status,
 )
 from coordinator.storage.models import ApprovalRow, BundleRow, RunRow, UploadRow
-from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import Envelope
-
-
-async def envelope_body(
-    request: Request, services: Annotated[Services, Depends(get_services)]
-) -> Envelope:
-    """The request body as a DSSE envelope, parsed by the strict parser (size-capped)."""
-    body = await request.body()
-    return Envelope.from_dict(parse_json(body, max_bytes=services.settings.max_json_bytes))
-
-
-EnvelopeBody = Annotated[Envelope, Depends(envelope_body)]
 
 
 def env_model(envelope: Envelope | str) -> EnvelopeModel:
@@ -38,13 +22,6 @@ def env_model(envelope: Envelope | str) -> EnvelopeModel:
     if isinstance(envelope, str):
         envelope = Envelope.from_json(envelope.encode("utf-8"), max_bytes=64 * 1024 * 1024)
     return EnvelopeModel.model_validate(envelope.to_dict())
-
-
-def env_dict(text: str) -> dict[str, Any]:
-    """A stored envelope's JSON as a dict."""
-    value = parse_json(text.encode("utf-8"), max_bytes=64 * 1024 * 1024)
-    assert isinstance(value, dict)
-    return value
 
 
 def room_info(view: RoomView, you: str | None) -> RoomInfo:
@@ -80,7 +57,7 @@ def approval_info(row: ApprovalRow) -> ApprovalInfo:
 def run_info(row: RunRow) -> RunInfo:
     return RunInfo(
         run_id=row.run_id, room_id=row.room_id, bundle_digest=row.bundle_digest,
-        requested_by=row.requested_by, status=row.state,  # type: ignore[arg-type]
+        requested_by=row.requested_by, status=run_status(row.state),
         has_receipt=row.receipt is not None,
         error_code=row.error_code, message=row.message or "", log_index=row.log_index,
         recipients=[r for r in row.recipients.split(",") if r],

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from coordinator.auth import CallerDep, ServicesDep, party_in_room
+from coordinator.auth import party_in_room
 from coordinator.logstore import (
     checkpoint_of,
     consistency,
@@ -18,6 +18,7 @@ from coordinator.logstore import (
     log_size,
 )
 from coordinator.routes.common import env_model
+from coordinator.routes.deps import CallerDep, ServicesDep
 from coordinator.schemas import (
     ERRORS,
     CheckpointInfo,

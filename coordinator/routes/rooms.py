@@ -6,10 +6,10 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from coordinator.auth import CallerDep, ServicesDep, party_in_room
-from coordinator.jobs import current_worker
+from coordinator.auth import party_in_room
 from coordinator.rooms import load_room, submit_manifest
-from coordinator.routes.common import EnvelopeBody, env_model, room_info
+from coordinator.routes.common import env_model, room_info
+from coordinator.routes.deps import CallerDep, EnvelopeBody, ServicesDep
 from coordinator.schemas import (
     ENVELOPE_BODY,
     ERRORS,
@@ -19,7 +19,7 @@ from coordinator.schemas import (
     RoomSummary,
 )
 from coordinator.storage.models import Room, RoomParty, Worker
-from coordinator.worker import platform_public_key
+from coordinator.worker import current_worker, platform_public_key
 from sdk.errors import AttestationError, ConfigError
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.verify import verify_attestation
@@ -36,7 +36,7 @@ def create_room(caller: CallerDep, envelope: EnvelopeBody, services: ServicesDep
     view, created = submit_manifest(services, envelope, caller)
     if not created:
         response.status_code = 200
-    return room_info(view, party_in_room(services, view.room_id, caller))
+    return room_info(view, view.party_with_key(caller.key))
 
 
 @router.get("/rooms", response_model=list[RoomSummary])
@@ -71,9 +71,9 @@ def get_manifest(room_id: str, caller: CallerDep, services: ServicesDep) -> Enve
 def add_signatures(room_id: str, caller: CallerDep, envelope: EnvelopeBody,
                    services: ServicesDep) -> RoomInfo:
     """Add party signatures: post the room's manifest envelope carrying them."""
-    party_in_room(services, room_id, caller)
+    you = party_in_room(services, room_id, caller)
     view, _ = submit_manifest(services, envelope, caller, room_id=room_id)
-    return room_info(view, party_in_room(services, room_id, caller))
+    return room_info(view, you)
 
 
 def _attestation(worker: Worker) -> AttestationInfo:
@@ -85,7 +85,7 @@ def _attestation(worker: Worker) -> AttestationInfo:
 @router.get("/attestation", response_model=AttestationInfo)
 def platform_attestation(services: ServicesDep) -> AttestationInfo:
     """The current worker's attestation (public: parties verify it against their manifest)."""
-    return _attestation(current_worker(services))
+    return _attestation(current_worker(services.db))
 
 
 class PlatformInfo(BaseModel):

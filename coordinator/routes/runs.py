@@ -9,10 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import FileResponse
 
-from coordinator.auth import CallerDep, ServicesDep, party_in_room, require_member
+from coordinator.auth import party_in_room, require_member
+from coordinator.context import Caller, Services
 from coordinator.errors import Forbidden
 from coordinator.logstore import checkpoint_of, entry_rows, inclusion, leaves_of
 from coordinator.routes.common import env_model, run_info
+from coordinator.routes.deps import CallerDep, ServicesDep
 from coordinator.runs import create_run, get_run, list_runs
 from coordinator.schemas import (
     ERRORS,
@@ -23,7 +25,7 @@ from coordinator.schemas import (
     RunRequest,
 )
 from coordinator.storage.db import utcnow
-from coordinator.storage.models import Feedback, OutputRow
+from coordinator.storage.models import Feedback, OutputRow, RunRow
 from sdk.errors import ConflictError, NotFoundError
 
 router = APIRouter(prefix="/rooms/{room_id}/runs", tags=["runs"], responses=ERRORS)
@@ -79,12 +81,17 @@ def get_receipt(room_id: str, run_id: str, caller: CallerDep,
                        checkpoint=env_model(checkpoint.envelope))
 
 
-def _recipient(services: ServicesDep, room_id: str, run_id: str, caller: CallerDep) -> str:
+def _recipient(services: Services, room_id: str, run_id: str,
+               caller: Caller) -> tuple[str, RunRow]:
+    """The caller's party name and the run, when the caller is one of its recipients.
+
+    Raises ``Forbidden`` for anyone else, ``NotFoundError`` for an unknown run.
+    """
     party = require_member(services, room_id, caller)
     run = get_run(services, room_id, run_id)
     if party not in run.recipients.split(","):
         raise Forbidden("only the run's recipients may do this")
-    return party
+    return party, run
 
 
 @router.get("/{run_id}/output", response_class=FileResponse,
@@ -92,7 +99,7 @@ def _recipient(services: ServicesDep, room_id: str, run_id: str, caller: CallerD
 def get_output(room_id: str, run_id: str, caller: CallerDep,
                services: ServicesDep) -> FileResponse:
     """The output sealed to the caller (only a recipient of the run)."""
-    party = _recipient(services, room_id, run_id, caller)
+    party, _ = _recipient(services, room_id, run_id, caller)
     with services.db.read() as s:
         row = s.get(OutputRow, (run_id, party))
     if row is None:
@@ -106,8 +113,8 @@ def get_output(room_id: str, run_id: str, caller: CallerDep,
 def post_feedback(room_id: str, run_id: str, body: FeedbackRequest, caller: CallerDep,
                   services: ServicesDep) -> FeedbackInfo:
     """A recipient says whether the output changed a decision (and may report a match rate)."""
-    party = _recipient(services, room_id, run_id, caller)
-    if get_run(services, room_id, run_id).state != "succeeded":
+    party, run = _recipient(services, room_id, run_id, caller)
+    if run.state != "succeeded":
         raise ConflictError("feedback is for succeeded runs")
     rate = None if body.match_rate is None else float(Decimal(body.match_rate))
     with services.db.write() as s:

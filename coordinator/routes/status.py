@@ -6,9 +6,10 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select, text
 
-from coordinator.auth import CallerDep, ServicesDep, party_in_room
+from coordinator.auth import party_in_room
 from coordinator.errors import Forbidden
 from coordinator.metrics import RoomStatus, prometheus_text, room_status
+from coordinator.routes.deps import CallerDep, ServicesDep
 from coordinator.schemas import ERRORS, Health
 from coordinator.storage.models import Worker
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from coordinator.auth import CallerDep, ServicesDep, party_in_room
-from coordinator.routes.common import EnvelopeBody, upload_info
+from coordinator.auth import party_in_room
+from coordinator.routes.common import upload_info
+from coordinator.routes.deps import CallerDep, EnvelopeBody, ServicesDep
 from coordinator.schemas import BINARY_BODY, ENVELOPE_BODY, ERRORS, UploadInfo
 from coordinator.uploads import list_uploads, receive_upload, register_upload, upload_of
 

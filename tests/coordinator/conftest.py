@@ -24,12 +24,12 @@ from coordinator.context import Services
 from coordinator.settings import Settings
 from coordinator.worker import ensure_platform_key
 from sdk.client import Client
+from sdk.party.statements import make_approval, make_bundle, sign_manifest
 from sdk.protocol.clock import format_time
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.keys import PartyKey, Signer
 from sdk.protocol.models import Manifest, Upload
 from sdk.protocol.spec import OutputSpec
-from sdk.statements import make_approval, make_bundle, sign_manifest
 from tests.coordinator.fake import MEASUREMENT, FakeLauncher, seed
 
 ADMIN = "admin-secret-token"

@@ -29,8 +29,8 @@ from coordinator.launchers.base import (
 )
 from coordinator.launchers.errors import HardeningError
 from sdk.protocol import merkle
-from sdk.protocol.clock import now
 from sdk.protocol.canonical import canonical_json
+from sdk.protocol.clock import now
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.keys import Signer
 from sdk.protocol.models import Attestation, Bundle, Manifest, Measurement

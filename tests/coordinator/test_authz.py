@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import update
 
 from coordinator.storage.models import Token
-from sdk.statements import make_approval
+from sdk.party.statements import make_approval
 from tests.coordinator.conftest import ADMIN, Env
 
 

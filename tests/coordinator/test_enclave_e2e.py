@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from coordinator.app import create_app
 from coordinator.launchers import Launcher, ProcessLauncher
 from sdk.client import Client
+from sdk.party.statements import sign_manifest
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.models import Manifest, Measurement
 from sdk.protocol.sealing import open_bytes
 from sdk.protocol.verify import verify_receipt
-from sdk.statements import sign_manifest
 from tests.coordinator.conftest import ADMIN, BASE, make_settings
 
 pytest.importorskip("pyarrow")

@@ -14,7 +14,7 @@ from coordinator.runs import INTERRUPTED
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import RunRow
 from sdk.errors import ConflictError, SignatureError
-from sdk.statements import make_approval
+from sdk.party.statements import make_approval
 from tests.coordinator.conftest import BASE, Env, make_settings
 from tests.coordinator.fake import FakeLauncher
 

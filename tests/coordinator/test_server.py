@@ -20,8 +20,8 @@ import pytest
 from coordinator.worker import ensure_platform_key
 from sdk.client import Client
 from sdk.errors import NetworkError
+from sdk.party.statements import make_approval, make_bundle, sign_manifest
 from sdk.protocol.dsse import Envelope
-from sdk.statements import make_approval, make_bundle, sign_manifest
 from tests.coordinator.conftest import ADMIN, AGG, free_port, manifest_for, party, wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -135,7 +135,7 @@ def test_oversized_and_malformed_json_bodies(make_env: object) -> None:
 
 
 def test_upload_needs_a_fully_signed_room(make_env: object) -> None:
-    from sdk.statements import sign_manifest
+    from sdk.party.statements import sign_manifest
 
     env: Env = make_env()  # type: ignore[operator]
     alice = env.client(env.alice)
