@@ -21,6 +21,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import TextIO
 
@@ -56,8 +57,13 @@ def _version() -> str:
         return "unknown"
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    """The argument parser of every command, and the parent parser of shared options."""
+def build_parser(
+    found: dict[str, EntryPoint] | None = None,
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The argument parser of every command, and the parent parser of shared options.
+
+    ``found`` are the plugin commands to list (default: discover them all).
+    """
     from sdk.cli import audit, bundle, data, keys, room, run
 
     common = argparse.ArgumentParser(add_help=False)
@@ -71,7 +77,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (keys, room, data, bundle, run, audit):
         module.register(sub, common)
-    for name, entry in sorted(plugins.discover().items()):
+    for name, entry in sorted((plugins.discover() if found is None else found).items()):
         if name not in sub.choices:  # a plugin never shadows a party command
             sub.add_parser(name, help=plugins.help_of(entry), add_help=False)
     _describe(parser)
@@ -93,8 +99,8 @@ PARTY_COMMANDS = {"keys", "room", "data", "bundle", "run", "result", "feedback",
 _VALUED = {"--home", "--coordinator", "--key", "--as", "--room"}
 
 
-def _plugin_split(argv: list[str], names: set[str]) -> int | None:
-    """The index of a plugin command in ``argv`` (its options are forwarded untouched)."""
+def _command_index(argv: list[str]) -> int | None:
+    """The index of the command's name in ``argv`` (after the global options), if any."""
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -103,7 +109,7 @@ def _plugin_split(argv: list[str], names: set[str]) -> int | None:
         elif arg.startswith("-"):
             i += 1
         else:
-            return i if arg in names else None
+            return i
     return None
 
 
@@ -133,15 +139,17 @@ def run_command(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO |
     """Run one command with its output sent to ``out``/``err`` (the demo runs commands
     in-process this way); same promises as :func:`main`."""
     argv = list(argv)
-    found = plugins.discover()
-    split = _plugin_split(argv, set(found) - PARTY_COMMANDS)
+    at = _command_index(argv)
+    # a party command needs no plugin discovery (it reads every installed distribution)
+    found = {} if at is not None and argv[at] in PARTY_COMMANDS else plugins.discover()
+    split = at if at is not None and argv[at] in found else None
     if split is not None:
         glob = argparse.ArgumentParser(prog="sealroom", add_help=False)
         _global_options(glob, suppress=False)
         args = glob.parse_args(argv[:split])
         args.command, args.rest = argv[split], argv[split + 1 :]
     else:
-        args = build_parser()[0].parse_args(argv)
+        args = build_parser(found if at is not None else None)[0].parse_args(argv)
     ctx = make_context(args, out, err)
     try:
         if split is not None:

@@ -102,3 +102,15 @@ def test_receipt_file_rejects_foreign_structure() -> None:
             "inclusion_proof": ["zz"], "checkpoint": None, "outputs": {}}
     with pytest.raises(InputError):
         ReceiptFile.from_dict(base)
+
+
+def test_party_commands_are_known_without_plugin_discovery() -> None:
+    """``run_command`` skips entry-point discovery for the commands in PARTY_COMMANDS, so the
+    set must be exactly the party and auditor commands the parser registers."""
+    import argparse
+
+    from sdk.cli import PARTY_COMMANDS, build_parser
+
+    parser, _common = build_parser({})
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == PARTY_COMMANDS
