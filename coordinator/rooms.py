@@ -9,7 +9,7 @@ accepted, and every use re-verifies it with :func:`sdk.protocol.verify.verify_ma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import delete
 
@@ -18,6 +18,7 @@ from coordinator.errors import Forbidden
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import Room, RoomParty
 from sdk.errors import ConflictError, InputError, NotFoundError, SignatureError
+from sdk.protocol import clock
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.dsse import Envelope, Signature, pae, payload_type
 from sdk.protocol.keys import ed25519_verifies, keyid
@@ -36,8 +37,8 @@ def envelope_of(text: str) -> Envelope:
 
 
 def now_utc() -> datetime:
-    """Aware UTC now (for the protocol verifiers)."""
-    return datetime.now(UTC)
+    """Aware UTC now (for the protocol verifiers): the one clock, :func:`sdk.protocol.clock.utcnow`."""
+    return clock.utcnow()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,6 +31,7 @@ from sdk.errors import (
     SealroomError,
 )
 from sdk.protocol import jobdir as layout
+from sdk.protocol.clock import utcnow
 from sdk.protocol.dsse import sign_envelope
 from sdk.protocol.keys import Signer
 from sdk.protocol.models import Measurement
@@ -126,7 +127,7 @@ class Job:
         *,
         image_id: str,
         isolation: str,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.root = root
         self.isolation = isolation

@@ -12,18 +12,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.storage.models import Base
+from sdk.protocol import clock
 
 
 def utcnow() -> datetime:
     """The current time, UTC, without tzinfo (how every timestamp is stored)."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    return clock.utcnow().replace(tzinfo=None)
 
 
 def _normalise_url(url: str) -> str:
