@@ -23,13 +23,7 @@ from coordinator.storage.db import utcnow
 from coordinator.storage.models import Challenge, Room, RoomParty, Token
 from sdk.errors import NotFoundError
 from sdk.protocol.keys import ed25519_verifies
-
-AUTH_PREFIX = b"sealroom-auth-v1\n"
-
-
-def auth_message(nonce: bytes, audience: str) -> bytes:
-    """The bytes a party signs to authenticate."""
-    return AUTH_PREFIX + nonce + b"\n" + audience.encode("utf-8")
+from sdk.protocol.login import auth_message
 
 
 def iso(moment: datetime) -> str:

@@ -26,16 +26,11 @@ import httpx
 from sdk.errors import AuthError, NetworkError, NotFoundError, SealroomError, error_for_code
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.keys import PartyKey
+from sdk.protocol.login import auth_message
 
-AUTH_PREFIX = b"sealroom-auth-v1\n"
 CHUNK = 1024 * 1024
 Progress = Callable[[int, int], None]
 JSON = dict[str, Any]
-
-
-def auth_message(nonce: bytes, audience: str) -> bytes:
-    """The bytes a party signs to authenticate (must match the coordinator's)."""
-    return AUTH_PREFIX + nonce + b"\n" + audience.encode("utf-8")
 
 
 @dataclass(frozen=True)
