@@ -26,6 +26,7 @@ BENCHES: list[tuple[str, str, list[str], list[str]]] = [
     ("query", "Incrementality template job vs plain DuckDB and pandas (issue 4)", [], ["--sizes", "100000x50000"]),
     ("launcher", "DockerLauncher vs ProcessLauncher start-to-result (issue 5)", ["--enclave"], ["--repeat", "2"]),
     ("upload", "Streaming upload over loopback, server RSS (issue 6)", [], ["--sizes-mb", "20,50"]),
+    ("plan", "The plan path's fused query vs plain DuckDB join + group-by (issue 13)", [], ["--sizes", "200000x100000", "--repeat", "1"]),
     ("cli_startup", "sealroom start-up: plugin discovery and the modules party commands import (issue 15)", [], ["--repeat", "3"]),
 ]
 
