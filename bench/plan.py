@@ -31,6 +31,7 @@ CHILD = """
 import duckdb, json, resource, sys, time
 con = duckdb.connect(config={"enable_external_access": True})
 con.execute("SET threads TO 2")
+con.execute("SET enable_progress_bar = false")
 con.execute(f"CREATE VIEW brand AS SELECT * FROM read_parquet('{sys.argv[2]}')")
 con.execute(f"CREATE VIEW publisher AS SELECT * FROM read_parquet('{sys.argv[3]}')")
 started = time.perf_counter()
