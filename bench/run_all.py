@@ -28,6 +28,7 @@ BENCHES: list[tuple[str, str, list[str], list[str]]] = [
     ("upload", "Streaming upload over loopback, server RSS (issue 6)", [], ["--sizes-mb", "20,50"]),
     ("plan", "The plan path's fused query vs plain DuckDB join + group-by (issue 13)", [], ["--sizes", "200000x100000", "--repeat", "1"]),
     ("cli_startup", "sealroom start-up: plugin discovery and the modules party commands import (issue 15)", [], ["--repeat", "3"]),
+    ("api_load", "Authenticated reads under 200 concurrent clients vs /healthz (issue 14)", [], ["--requests", "1000", "--seconds", "5", "--runs", "1"]),
 ]
 
 

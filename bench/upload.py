@@ -94,7 +94,7 @@ def main() -> int:
     env = {**os.environ, "SEALROOM_ADMIN_TOKEN": ADMIN, "SEALROOM_LAUNCHER": "process"}
     server = subprocess.Popen(
         [sys.executable, "-m", "coordinator.serve", "--data-dir", str(data), "--port",
-         str(port), "--log-level", "warning"], cwd=REPO, env=env,
+         str(port), "--log-level", "warning", "--public-origin", url], cwd=REPO, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(300):

@@ -21,10 +21,10 @@ from coordinator.launchers.base import Launcher
 from coordinator.middleware import BodyLimitMiddleware
 from coordinator.routes import admin, auth, bundles, log, rooms, runs, status, uploads
 from coordinator.runs import RunExecutor
-from coordinator.settings import Settings
+from coordinator.settings import NO_ORIGIN, Settings
 from coordinator.storage import BlobStore, Database
 from coordinator.worker import current_worker, ensure_platform_key, provision_worker
-from sdk.errors import ConflictError
+from sdk.errors import ConfigError, ConflictError
 
 logger = logging.getLogger("sealroom.coordinator")
 
@@ -72,7 +72,13 @@ def _startup(services: Services, run_executor: bool) -> RunExecutor | None:
 def create_app(settings: Settings, launcher: Launcher | None = None, *,
                run_executor: bool = True) -> FastAPI:
     """The coordinator's ASGI app. ``launcher`` overrides the one the settings name (tests);
-    ``run_executor=False`` leaves queued runs alone (tests drive them)."""
+    ``run_executor=False`` leaves queued runs alone (tests drive them).
+
+    Raises ``ConfigError`` without a public origin (the audience of every login) unless the
+    settings say ``dev``.
+    """
+    if settings.origin is None:
+        raise ConfigError(NO_ORIGIN)
     services = build_services(settings, launcher)
 
     @asynccontextmanager

@@ -3,11 +3,15 @@
 The coordinator cannot sign entries; it only appends what a worker returned, and only when the
 worker's new checkpoint extends the head it was given (checked by :mod:`coordinator.results`).
 Rows are keyed by ``(room_id, idx)``, so two appends on the same head cannot both land.
-Proofs are computed with :mod:`sdk.protocol.merkle` over the stored leaf hashes.
+Proofs are computed with :mod:`sdk.protocol.merkle` over the stored leaf hashes; the root of a
+sequence of leaves never changes, so :func:`root_of` keeps the roots it computed (by content).
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -89,8 +93,32 @@ def append(session: Session, room_id: str, old_size: int, entries: list[Envelope
 
 
 def leaves_of(session: Session, room_id: str) -> list[bytes]:
-    """Every stored leaf hash of the room's log, in order."""
-    return [bytes.fromhex(r.leaf_hash) for r in entry_rows(session, room_id)]
+    """Every stored leaf hash of the room's log, in order (only that column is read)."""
+    return [bytes.fromhex(h) for h in session.scalars(
+        select(LogEntryRow.leaf_hash).where(LogEntryRow.room_id == room_id)
+        .order_by(LogEntryRow.idx))]
+
+
+_ROOTS: OrderedDict[bytes, bytes] = OrderedDict()
+_ROOTS_LOCK = threading.Lock()
+MAX_ROOTS = 4096
+
+
+def root_of(leaves: list[bytes]) -> bytes:
+    """:func:`sdk.protocol.merkle.root` of ``leaves``, kept by their content (a verified
+    prefix is never recomputed)."""
+    key = hashlib.sha256(b"".join(leaves)).digest() + len(leaves).to_bytes(8, "big")
+    with _ROOTS_LOCK:
+        hit = _ROOTS.get(key)
+        if hit is not None:
+            _ROOTS.move_to_end(key)
+            return hit
+    root = merkle.root(leaves)
+    with _ROOTS_LOCK:
+        _ROOTS[key] = root
+        while len(_ROOTS) > MAX_ROOTS:
+            _ROOTS.popitem(last=False)
+    return root
 
 
 def inclusion(leaves: list[bytes], index: int, tree_size: int) -> tuple[list[bytes], bytes]:

@@ -16,11 +16,10 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from coordinator.context import Services
-from coordinator.logstore import budget_spent, latest_checkpoint, leaves_of
-from coordinator.rooms import load_room
+from coordinator.logstore import budget_spent, leaves_of, root_of
+from coordinator.rooms import load_room, pending_count
 from coordinator.storage.db import utcnow
-from coordinator.storage.models import Feedback, Room, RunRow, UploadRow, Worker
-from sdk.protocol import merkle
+from coordinator.storage.models import CheckpointRow, Feedback, Room, RunRow, UploadRow, Worker
 from sdk.protocol.budget import Spent, remaining_after
 
 
@@ -91,9 +90,8 @@ class RoomStatus(BaseModel):
     uploads: Uploads
 
 
-def _turnaround(runs: list[RunRow]) -> Turnaround:
-    times = sorted((r.finished_at - r.created_at).total_seconds() for r in runs
-                   if r.finished_at is not None and r.receipt is not None)
+def _turnaround(times: list[float]) -> Turnaround:
+    times = sorted(times)
     if not times:
         return Turnaround(count=0, median_s=None, p95_s=None, max_s=None)
     p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
@@ -102,17 +100,30 @@ def _turnaround(runs: list[RunRow]) -> Turnaround:
 
 
 def room_status(services: Services, room_id: str) -> RoomStatus:
-    """The room's metrics. Raises ``NotFoundError`` for an unknown room."""
+    """The room's metrics. Raises ``NotFoundError`` for an unknown room.
+
+    One read transaction; only the columns the figures need are read (never a receipt or a
+    log entry's envelope, except the budget charges, which are summed from the signed log).
+    """
     view = load_room(services, room_id)
+    week = utcnow() - timedelta(days=7)
     with services.db.read() as s:
-        runs = list(s.scalars(select(RunRow).where(RunRow.room_id == room_id)))
+        runs = s.execute(select(RunRow.state, RunRow.created_at, RunRow.finished_at,
+                                RunRow.receipt.is_not(None))
+                         .where(RunRow.room_id == room_id)).all()
         spent = budget_spent(s, room_id)
         leaves = leaves_of(s, room_id)
-        cp = latest_checkpoint(s, room_id)
-        feedback = list(s.scalars(select(Feedback).where(Feedback.room_id == room_id)
-                                  .order_by(Feedback.created_at)))
-        uploads = list(s.scalars(select(UploadRow).where(UploadRow.room_id == room_id)))
-    week = utcnow() - timedelta(days=7)
+        cp = s.execute(select(CheckpointRow.tree_size, CheckpointRow.root_hash)
+                       .where(CheckpointRow.room_id == room_id)
+                       .order_by(CheckpointRow.tree_size.desc()).limit(1)).first()
+        feedback = s.execute(select(Feedback.changed_decision, Feedback.match_rate)
+                             .where(Feedback.room_id == room_id)
+                             .order_by(Feedback.created_at)).all()
+        uploads = s.execute(select(
+            func.count(), func.count().filter(UploadRow.complete.is_(True)),
+            func.coalesce(func.sum(UploadRow.ciphertext_size)
+                          .filter(UploadRow.complete.is_(True)), 0))
+            .where(UploadRow.room_id == room_id)).one()
     budgets = {d.name: Decimal(d.epsilon_budget) for d in view.manifest.datasets}
     left = remaining_after(budgets, {name: s.epsilon for name, s in spent.items()})
     datasets = []
@@ -125,16 +136,19 @@ def room_status(services: Services, room_id: str) -> RoomStatus:
             delta_budget=d.delta_budget, delta_spent=str(charged.delta)))
     verified = (cp is None and not leaves) or (
         cp is not None and cp.tree_size == len(leaves)
-        and merkle.root(leaves).hex() == cp.root_hash)
-    rates = [f.match_rate for f in feedback if f.match_rate is not None]
-    changed = sum(1 for f in feedback if f.changed_decision)
+        and root_of(leaves).hex() == cp.root_hash)
+    rates = [rate for _, rate in feedback if rate is not None]
+    changed = sum(1 for decided, _ in feedback if decided)
+    by_state = Counter(state for state, _, _, _ in runs)
     return RoomStatus(
         room_id=room_id, manifest_digest=view.digest, complete=view.complete,
         missing_signatures=list(view.missing),
         queries=Queries(runs_total=len(runs),
-                        runs_last_7d=sum(1 for r in runs if r.created_at >= week),
-                        by_state=dict(Counter(r.state for r in runs))),
-        turnaround=_turnaround(runs),
+                        runs_last_7d=sum(1 for _, created, _, _ in runs if created >= week),
+                        by_state=dict(by_state)),
+        turnaround=_turnaround([(done - created).total_seconds()
+                                for _, created, done, signed in runs
+                                if done is not None and signed]),
         privacy=Privacy(default_min_group_size=view.manifest.default_min_group_size,
                         datasets=datasets,
                         log=LogPosture(size=len(leaves),
@@ -144,8 +158,8 @@ def room_status(services: Services, room_id: str) -> RoomStatus:
                         share_changed=changed / len(feedback) if feedback else None),
         match_rate=MatchRate(reports=len(rates), latest=rates[-1] if rates else None,
                              mean=statistics.fmean(rates) if rates else None),
-        uploads=Uploads(statements=len(uploads), complete=sum(u.complete for u in uploads),
-                        bytes=sum(u.ciphertext_size for u in uploads if u.complete)),
+        uploads=Uploads(statements=int(uploads[0]), complete=int(uploads[1]),
+                        bytes=int(uploads[2])),
     )
 
 
@@ -171,6 +185,9 @@ def prometheus_text(services: Services) -> str:
     statuses = [room_status(services, r) for r in rooms]
     metric("sealroom_rooms", "gauge", "Rooms known to the coordinator.",
            [({}, float(len(rooms)))])
+    metric("sealroom_pending_manifests", "gauge",
+           "Manifests not yet signed by every party they list (unexpired invitations).",
+           [({}, float(pending_count(services)))])
     metric("sealroom_workers_provisioned", "gauge", "Provisioned worker attestations.",
            [({}, float(workers))])
     metric("sealroom_runs", "gauge", "Runs by room and state.",

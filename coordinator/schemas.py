@@ -47,7 +47,8 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "required": ["keyid", "sig"],
                 "additionalProperties": False,
-                "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}},
+                "properties": {"keyid": {"type": "string", "maxLength": 128},
+                               "sig": {"type": "string", "contentEncoding": "base64"}},
             },
         },
     },
@@ -77,8 +78,9 @@ class ErrorBody(Strict):
     error: ErrorDetail
 
 
+#: 415: a body route given another ``Content-Type``; 429: too many bodies held at once
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 413, 422)
+    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 413, 415, 422, 429)
 }
 
 

@@ -1,9 +1,12 @@
 """A typed, synchronous HTTP client of the coordinator (httpx).
 
 ``Client(base_url, key, admin_token=None)`` authenticates on first use with the challenge flow:
-it posts its signing key, signs ``b"sealroom-auth-v1\\n" + nonce + b"\\n" + base_url`` with the
-party key, and keeps the short-lived bearer token (renewed on expiry or a 401). The operator
-uses ``admin_token`` instead.
+it posts its signing key, checks that the audience the challenge names is the origin of
+``base_url`` (:func:`sdk.protocol.login.public_origin`: scheme, host and port; a coordinator
+that asks for a signature for any other origin is refused with ``AuthError`` and nothing is
+signed), signs ``b"sealroom-auth-v1\\n" + nonce + b"\\n" + origin`` with the party key, and
+keeps the short-lived bearer token (renewed on expiry or a 401). :meth:`Client.close` revokes
+the token it holds (``POST /v1/auth/logout``). The operator uses ``admin_token`` instead.
 
 The coordinator is untrusted: this client only moves bytes. Callers verify what they get
 (manifests, attestations, receipts, log) with :mod:`sdk.protocol.verify`. Server errors raise
@@ -23,10 +26,17 @@ from typing import Any, BinaryIO, cast
 
 import httpx
 
-from sdk.errors import AuthError, NetworkError, NotFoundError, SealroomError, error_for_code
+from sdk.errors import (
+    AuthError,
+    InputError,
+    NetworkError,
+    NotFoundError,
+    SealroomError,
+    error_for_code,
+)
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.keys import PartyKey
-from sdk.protocol.login import auth_message
+from sdk.protocol.login import auth_message, public_origin
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int, int], None]
@@ -91,8 +101,28 @@ class Client:
     # -- plumbing -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        """Revoke the party token this client holds (:meth:`logout`, best effort) and close the
+        connection pool."""
+        try:
+            self.logout()
+        except SealroomError:
+            pass  # the token expires on its own; closing must not fail
+        finally:
+            self._http.close()
+
+    def logout(self) -> None:
+        """Revoke the party token this client holds, if any (``POST /v1/auth/logout``); the
+        next request authenticates again."""
+        token, self._token = self._token, None
+        if token is None or self._http.is_closed:
+            return
+        try:
+            response = self._http.post("/v1/auth/logout", timeout=5.0,
+                                       headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"cannot reach the coordinator ({type(exc).__name__})") from exc
+        if response.status_code >= 400 and response.status_code != 401:
+            raise _error(response)
 
     def __enter__(self) -> Client:
         return self
@@ -139,15 +169,36 @@ class Client:
         assert self._token is not None
         return self._token
 
+    def origin(self) -> str:
+        """The audience this client signs at login: the origin of its base URL.
+
+        Raises ``AuthError`` when the base URL is not an origin (scheme://host[:port]).
+        """
+        try:
+            return public_origin(self.base_url, "coordinator URL")
+        except InputError as exc:
+            raise AuthError(f"cannot log in: {exc.message}") from exc
+
     def authenticate(self) -> str:
         """Run the challenge flow now; returns the new bearer token."""
         if self.key is None:
             raise AuthError("authentication needs a party key")
+        origin = self.origin()
         public = self.key.signer.public_key.hex()
         challenge = self._json("POST", "/v1/auth/challenge", auth=False,
                                json={"signing_key": public})
-        nonce = bytes.fromhex(str(challenge["nonce"]))
-        signature = self.key.signer.sign(auth_message(nonce, self.base_url))
+        audience = challenge.get("audience") if isinstance(challenge, dict) else None
+        if audience != origin:
+            shown = audience[:100] if isinstance(audience, str) else "none"
+            raise AuthError(f"the coordinator asked to sign a login for {shown!r}, not for "
+                            f"{origin!r} (the URL this client was given): refusing to sign")
+        try:
+            nonce = bytes.fromhex(str(challenge["nonce"]))
+        except (KeyError, ValueError) as exc:
+            raise NetworkError("coordinator answered the challenge without a valid nonce") from exc
+        if len(nonce) != 32:
+            raise NetworkError("coordinator answered the challenge without a valid nonce")
+        signature = self.key.signer.sign(auth_message(nonce, origin))
         token = self._json("POST", "/v1/auth/token", auth=False, json={
             "signing_key": public, "nonce": nonce.hex(),
             "signature": base64.b64encode(signature).decode("ascii")})
@@ -171,16 +222,25 @@ class Client:
         return _envelope(info["manifest"])
 
     def rooms(self) -> list[JSON]:
-        """The rooms the caller is a party of."""
+        """The rooms the caller is a party of (every listed party signed)."""
         return cast(list[JSON], self._json("GET", "/v1/rooms"))
 
-    def room(self, room_id: str) -> JSON:
-        """A room: manifest, who signed, who is missing."""
-        return cast(JSON, self._json("GET", f"/v1/rooms/{room_id}"))
+    def invitations(self) -> list[JSON]:
+        """The pending manifests that list the caller: ``room_id``, ``manifest_digest``,
+        ``parties`` (name, keyid, signed), ``signed``, ``missing``, ``expires_at``."""
+        return cast(list[JSON], self._json("GET", "/v1/invitations"))
 
-    def manifest(self, room_id: str) -> Envelope:
-        """The room's manifest envelope (verify it before use)."""
-        return _envelope(self._json("GET", f"/v1/rooms/{room_id}/manifest"))
+    def room(self, room_id: str, digest: str | None = None) -> JSON:
+        """A room (or the pending manifest of that id that lists the caller; ``digest``
+        chooses among several): manifest, who signed, who is missing."""
+        params = {} if digest is None else {"digest": digest}
+        return cast(JSON, self._json("GET", f"/v1/rooms/{room_id}", params=params))
+
+    def manifest(self, room_id: str, digest: str | None = None) -> Envelope:
+        """The room's manifest envelope, or that of the pending manifest of that id that
+        lists the caller (``digest`` chooses among several). Verify it before use."""
+        params = {} if digest is None else {"digest": digest}
+        return _envelope(self._json("GET", f"/v1/rooms/{room_id}/manifest", params=params))
 
     def room_status(self, room_id: str) -> JSON:
         """Room metrics: queries, turnaround, privacy posture, utility, match rate."""

@@ -163,7 +163,7 @@ def coordinator_process(demo: Demo) -> Iterator[None]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
     env.update(SEALROOM_ADMIN_TOKEN=demo.admin_token, SEALROOM_WORKER_IMAGE=WORKER_IMAGE)
     cmd = [sys.executable, "-m", "sdk.cli", "coordinator", "serve", "--data-dir", str(data_dir),
-           "--host", "127.0.0.1", "--port", str(port), "--launcher", demo.launcher]
+           "--host", "127.0.0.1", "--port", str(port), "--launcher", demo.launcher, "--dev"]
     demo.server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     demo.url = f"http://127.0.0.1:{port}"
     try:

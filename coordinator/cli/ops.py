@@ -20,18 +20,17 @@ from sdk.errors import ConfigError, InputError
 
 
 def _serve(ctx: Context, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from coordinator.app import create_app
+    from coordinator.serve import build_server, run_server
 
     settings = settings_from(args)
+    # the one server configuration (coordinator.serve.server_config: limits, timeouts, the
+    # bounded httptools protocol), shared with ``python -m coordinator.serve``; built first, so
+    # that settings the app refuses (ConfigError) are the only line printed
+    server = build_server(settings, args.host, args.port, log_level=args.log_level)
     if settings.launcher == "process":
         ctx.note("WARNING: process launcher — workers run UNISOLATED (development only)")
     ctx.note(f"sealroom coordinator on http://{args.host}:{args.port} (data in {settings.data_dir})")
-    # the same server options as coordinator.serve.serve (whose ``launcher`` keyword is a
-    # Launcher object, not the settings' launcher name)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False, timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024)
+    run_server(server)
     return 0
 
 
@@ -75,6 +74,13 @@ def parser_for(command: str) -> argparse.ArgumentParser:
         serve.add_argument("--worker-image")
         serve.add_argument("--host", default="127.0.0.1")
         serve.add_argument("--port", type=int, default=8700)
+        serve.add_argument("--public-origin", metavar="URL",
+                           help="the URL parties use, scheme://host[:port], e.g. "
+                           "https://coordinator.example: the audience of every login "
+                           "($SEALROOM_PUBLIC_ORIGIN; required unless --dev)")
+        serve.add_argument("--dev", action="store_true",
+                           help="development: without --public-origin, the origin is "
+                           "http://HOST:PORT of the address served (loopback use only)")
         serve.add_argument("--log-level", default="warning")
         serve.set_defaults(run=_serve)
     elif command == "worker":

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdk.errors import ConfigError
 from sdk.protocol.canonical import parse_json
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.models import Attestation
@@ -37,10 +38,22 @@ class WorkerInfo:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for name in ("data_dir", "launcher", "worker_image", "database_url"):
+    for name in ("data_dir", "launcher", "worker_image", "database_url", "public_origin"):
         value = getattr(args, name, None)
         if value is not None:
             values[name] = Path(value) if name == "data_dir" else value
+    if hasattr(args, "dev"):  # serve: a public origin, or --dev (else refuse before anything)
+        from coordinator.settings import NO_ORIGIN, dev_origin, origin_in_environment
+
+        configured = "public_origin" in values or origin_in_environment()
+        if args.dev:
+            # the origin of the address served, never of a request's headers; an explicit
+            # --public-origin or $SEALROOM_PUBLIC_ORIGIN wins
+            values["dev"] = True
+            if not configured:
+                values["public_origin"] = dev_origin(args.host, args.port)
+        elif not configured:
+            raise ConfigError(NO_ORIGIN)
     return values
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from coordinator.auth import party_in_room
 from coordinator.bundles import (
     approvals_of,
     get_bundle,
@@ -12,6 +11,7 @@ from coordinator.bundles import (
     submit_approval,
     submit_bundle,
 )
+from coordinator.rooms import room_party
 from coordinator.routes.common import approval_info, bundle_info
 from coordinator.routes.deps import CallerDep, EnvelopeBody, ServicesDep
 from coordinator.schemas import ENVELOPE_BODY, ERRORS, ApprovalInfo, BundleInfo
@@ -33,7 +33,7 @@ def post_bundle(room_id: str, caller: CallerDep, envelope: EnvelopeBody,
 @router.get("/bundles", response_model=list[BundleInfo])
 def get_bundles(room_id: str, caller: CallerDep, services: ServicesDep) -> list[BundleInfo]:
     """Every bundle of the room."""
-    party_in_room(services, room_id, caller)
+    room_party(services, room_id, caller)
     return [bundle_info(r) for r in list_bundles(services, room_id)]
 
 
@@ -41,7 +41,7 @@ def get_bundles(room_id: str, caller: CallerDep, services: ServicesDep) -> list[
 def get_one_bundle(room_id: str, ref: str, caller: CallerDep,
                    services: ServicesDep) -> BundleInfo:
     """A bundle by digest or unique prefix (6+ hex characters)."""
-    party_in_room(services, room_id, caller)
+    room_party(services, room_id, caller)
     return bundle_info(get_bundle(services, room_id, ref))
 
 
@@ -73,6 +73,6 @@ def post_revocation(room_id: str, caller: CallerDep, envelope: EnvelopeBody,
 def get_approvals(room_id: str, ref: str, caller: CallerDep,
                   services: ServicesDep) -> list[ApprovalInfo]:
     """Every approval and revocation held for a bundle."""
-    party_in_room(services, room_id, caller)
+    room_party(services, room_id, caller)
     digest = get_bundle(services, room_id, ref).digest
     return [approval_info(r) for r in approvals_of(services, room_id, digest)]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
-from coordinator.auth import party_in_room
 from coordinator.logstore import (
     checkpoint_of,
     consistency,
@@ -17,8 +16,10 @@ from coordinator.logstore import (
     leaves_of,
     log_size,
 )
+from coordinator.rooms import room_party, room_party_async
 from coordinator.routes.common import env_model
 from coordinator.routes.deps import CallerDep, ServicesDep
+from coordinator.routes.fast import FastCallerDep, cached_json
 from coordinator.schemas import (
     ERRORS,
     CheckpointInfo,
@@ -38,7 +39,7 @@ Index = Annotated[int, Query(ge=0, le=2**40)]
 def get_entries(room_id: str, caller: CallerDep, services: ServicesDep, start: Index = 0,
                 end: Annotated[int | None, Query(ge=0, le=2**40)] = None) -> LogEntries:
     """Entries ``start <= index < end`` (at most 10 000), in order."""
-    party_in_room(services, room_id, caller)
+    room_party(services, room_id, caller)
     stop = start + MAX_PAGE if end is None else min(end, start + MAX_PAGE)
     with services.db.read() as s:
         rows = entry_rows(s, room_id, start, stop)
@@ -56,23 +57,27 @@ def _checkpoint(room_id: str, row: CheckpointRow | None) -> CheckpointInfo:
 
 
 @router.get("/checkpoint", response_model=CheckpointInfo)
-def get_checkpoint(room_id: str, caller: CallerDep, services: ServicesDep,
-                   tree_size: Annotated[int | None, Query(ge=1, le=2**40)] = None
-                   ) -> CheckpointInfo:
+async def get_checkpoint(room_id: str, caller: FastCallerDep, services: ServicesDep,
+                         tree_size: Annotated[int | None, Query(ge=1, le=2**40)] = None
+                         ) -> Response:
     """The newest worker-signed checkpoint, or the one of ``tree_size`` (``envelope`` is null
     for an empty log)."""
-    party_in_room(services, room_id, caller)
-    with services.db.read() as s:
-        if tree_size is None:
-            return _checkpoint(room_id, latest_checkpoint(s, room_id))
-        return _checkpoint(room_id, checkpoint_of(s, room_id, tree_size))
+    await room_party_async(services, room_id, caller)
+
+    def compute() -> CheckpointInfo:
+        with services.db.read() as s:
+            if tree_size is None:
+                return _checkpoint(room_id, latest_checkpoint(s, room_id))
+            return _checkpoint(room_id, checkpoint_of(s, room_id, tree_size))
+
+    return await cached_json(services, ("checkpoint", room_id, tree_size), compute)
 
 
 @router.get("/checkpoints", response_model=list[CheckpointInfo])
 def get_checkpoints(room_id: str, caller: CallerDep,
                     services: ServicesDep) -> list[CheckpointInfo]:
     """Every checkpoint, smallest tree first."""
-    party_in_room(services, room_id, caller)
+    room_party(services, room_id, caller)
     with services.db.read() as s:
         rows = list(s.scalars(select(CheckpointRow).where(CheckpointRow.room_id == room_id)
                               .order_by(CheckpointRow.tree_size)))
@@ -83,7 +88,7 @@ def get_checkpoints(room_id: str, caller: CallerDep,
 def get_inclusion(room_id: str, index: Index, tree_size: Annotated[int, Query(ge=1, le=2**40)],
                   caller: CallerDep, services: ServicesDep) -> InclusionProof:
     """The audit path of entry ``index`` in the tree of the first ``tree_size`` entries."""
-    party_in_room(services, room_id, caller)
+    room_party(services, room_id, caller)
     with services.db.read() as s:
         leaves = leaves_of(s, room_id)
     proof, root = inclusion(leaves, index, tree_size)
@@ -95,7 +100,7 @@ def get_inclusion(room_id: str, index: Index, tree_size: Annotated[int, Query(ge
 def get_consistency(room_id: str, first: Index, second: Index, caller: CallerDep,
                     services: ServicesDep) -> ConsistencyProof:
     """The RFC 9162 consistency proof between the trees of sizes ``first`` and ``second``."""
-    party_in_room(services, room_id, caller)
+    room_party(services, room_id, caller)
     with services.db.read() as s:
         leaves = leaves_of(s, room_id)
     proof, old, new = consistency(leaves, first, second)

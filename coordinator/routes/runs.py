@@ -9,12 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import FileResponse
 
-from coordinator.auth import party_in_room, require_member
 from coordinator.context import Caller, Services
 from coordinator.errors import Forbidden
 from coordinator.logstore import checkpoint_of, entry_rows, inclusion, leaves_of
+from coordinator.rooms import require_party, room_party, room_party_async
 from coordinator.routes.common import env_model, run_info
 from coordinator.routes.deps import CallerDep, ServicesDep
+from coordinator.routes.fast import FastCallerDep, cached_json
 from coordinator.runs import create_run, get_run, list_runs
 from coordinator.schemas import (
     ERRORS,
@@ -51,22 +52,20 @@ def post_run(room_id: str, body: RunRequest, caller: CallerDep, services: Servic
 @router.get("", response_model=list[RunInfo])
 def get_runs(room_id: str, caller: CallerDep, services: ServicesDep) -> list[RunInfo]:
     """Every run of the room."""
-    party_in_room(services, room_id, caller)
+    room_party(services, room_id, caller)
     return [run_info(r) for r in list_runs(services, room_id)]
 
 
 @router.get("/{run_id}", response_model=RunInfo)
-def get_one_run(room_id: str, run_id: str, caller: CallerDep, services: ServicesDep) -> RunInfo:
+async def get_one_run(room_id: str, run_id: str, caller: FastCallerDep,
+                      services: ServicesDep) -> Response:
     """A run's state (queued, running, succeeded, refused, failed) and error code."""
-    party_in_room(services, room_id, caller)
-    return run_info(get_run(services, room_id, run_id))
+    await room_party_async(services, room_id, caller)
+    return await cached_json(services, ("run", room_id, run_id),
+                             lambda: run_info(get_run(services, room_id, run_id)))
 
 
-@router.get("/{run_id}/receipt", response_model=ReceiptInfo)
-def get_receipt(room_id: str, run_id: str, caller: CallerDep,
-                services: ServicesDep) -> ReceiptInfo:
-    """The worker-signed receipt, its log entry and the inclusion proof under its checkpoint."""
-    party_in_room(services, room_id, caller)
+def _receipt(services: Services, room_id: str, run_id: str) -> ReceiptInfo:
     run = get_run(services, room_id, run_id)
     if run.receipt is None or run.log_index is None:
         raise NotFoundError("this run has no receipt (yet)")
@@ -81,13 +80,22 @@ def get_receipt(room_id: str, run_id: str, caller: CallerDep,
                        checkpoint=env_model(checkpoint.envelope))
 
 
+@router.get("/{run_id}/receipt", response_model=ReceiptInfo)
+async def get_receipt(room_id: str, run_id: str, caller: FastCallerDep,
+                      services: ServicesDep) -> Response:
+    """The worker-signed receipt, its log entry and the inclusion proof under its checkpoint."""
+    await room_party_async(services, room_id, caller)
+    return await cached_json(services, ("receipt", room_id, run_id),
+                             lambda: _receipt(services, room_id, run_id))
+
+
 def _recipient(services: Services, room_id: str, run_id: str,
                caller: Caller) -> tuple[str, RunRow]:
     """The caller's party name and the run, when the caller is one of its recipients.
 
     Raises ``Forbidden`` for anyone else, ``NotFoundError`` for an unknown run.
     """
-    party = require_member(services, room_id, caller)
+    party = require_party(services, room_id, caller)
     run = get_run(services, room_id, run_id)
     if party not in run.recipients.split(","):
         raise Forbidden("only the run's recipients may do this")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select, text
 
-from coordinator.auth import party_in_room
 from coordinator.errors import Forbidden
 from coordinator.metrics import RoomStatus, prometheus_text, room_status
+from coordinator.rooms import room_party_async
 from coordinator.routes.deps import CallerDep, ServicesDep
+from coordinator.routes.fast import FastCallerDep, cached_json
 from coordinator.schemas import ERRORS, Health
 from coordinator.storage.models import Worker
 
@@ -18,10 +19,10 @@ root = APIRouter(tags=["status"], responses=ERRORS)
 
 
 @router.get("/rooms/{room_id}/status", response_model=RoomStatus)
-def get_status(room_id: str, caller: CallerDep, services: ServicesDep) -> RoomStatus:
+async def get_status(room_id: str, caller: FastCallerDep, services: ServicesDep) -> Response:
     """Match rate, query volume and turnaround, privacy posture, output utility."""
-    party_in_room(services, room_id, caller)
-    return room_status(services, room_id)
+    await room_party_async(services, room_id, caller)
+    return await cached_json(services, ("status", room_id), lambda: room_status(services, room_id))
 
 
 @root.get("/metrics", response_class=PlainTextResponse,

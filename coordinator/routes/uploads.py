@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from coordinator.auth import party_in_room
+from coordinator.rooms import room_party
 from coordinator.routes.common import upload_info
 from coordinator.routes.deps import CallerDep, EnvelopeBody, ServicesDep
 from coordinator.schemas import BINARY_BODY, ENVELOPE_BODY, ERRORS, UploadInfo
@@ -29,7 +29,7 @@ def post_statement(room_id: str, caller: CallerDep, envelope: EnvelopeBody,
 @router.get("", response_model=list[UploadInfo])
 def get_uploads(room_id: str, caller: CallerDep, services: ServicesDep) -> list[UploadInfo]:
     """Every upload statement of the room (parties and the operator)."""
-    party_in_room(services, room_id, caller)
+    room_party(services, room_id, caller)
     return [upload_info(r) for r in list_uploads(services, room_id)]
 
 
@@ -37,7 +37,7 @@ def get_uploads(room_id: str, caller: CallerDep, services: ServicesDep) -> list[
 def get_upload(room_id: str, digest: str, caller: CallerDep,
                services: ServicesDep) -> UploadInfo:
     """One upload statement and whether its ciphertext has arrived."""
-    party_in_room(services, room_id, caller)
+    room_party(services, room_id, caller)
     return upload_info(upload_of(services, room_id, digest))
 
 

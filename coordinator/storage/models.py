@@ -2,11 +2,16 @@
 
 Signed objects are stored as the canonical JSON of their envelopes (``Text``), exactly as they
 were verified; sealed bytes live in the blob store and are referred to by SHA-256.
+
+Every ``String(n)`` column is a cap, not only a hint to the database: a longer value set on a
+row raises ``InputError`` (400) before anything is written (:func:`_cap_strings`), whatever
+the database would do with it (SQLite stores it, PostgreSQL fails the transaction).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -20,8 +25,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from sdk.errors import InputError
 
 HEX = 64
 
@@ -50,6 +58,35 @@ class RoomParty(Base):
     room_id: Mapped[str] = mapped_column(ForeignKey("rooms.room_id"), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     signing_key: Mapped[str] = mapped_column(String(HEX), index=True)
+
+
+class PendingManifest(Base):
+    """A manifest not yet signed by every party it lists: an invitation, not a room.
+
+    Any number may exist for one room id (keyed by manifest digest); none reserves the id,
+    and each expires (``expires_at``). The first one every listed party signs becomes the
+    room, and the others for its id are dropped.
+    """
+
+    __tablename__ = "pending_manifests"
+    digest: Mapped[str] = mapped_column(String(HEX), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64), index=True)
+    envelope: Mapped[str] = mapped_column(Text)
+    submitter_key: Mapped[str] = mapped_column(String(HEX), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    updated_at: Mapped[datetime] = mapped_column(DateTime())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(), index=True)
+
+
+class PendingParty(Base):
+    """Who a pending manifest invites (each listed party's name and signing key) and whether
+    that party's signature has been received (verified when it was merged)."""
+
+    __tablename__ = "pending_parties"
+    digest: Mapped[str] = mapped_column(ForeignKey("pending_manifests.digest"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    signing_key: Mapped[str] = mapped_column(String(HEX), index=True)
+    signed: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Challenge(Base):
@@ -199,3 +236,27 @@ class Feedback(Base):
     match_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
     note: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+def _capped(where: str, length: int) -> Any:
+    def check(_target: object, value: object, _old: object, _initiator: object) -> object:
+        if isinstance(value, str) and len(value) > length:
+            raise InputError(f"{where}: longer than {length} characters")
+        return value
+
+    return check
+
+
+def _cap_strings() -> None:
+    """Refuse, when it is set, a value longer than its ``String(n)`` column (``Text`` has no
+    length: the envelopes it holds are capped by the body and envelope parsers)."""
+    for mapper in Base.registry.mappers:
+        for column in mapper.columns:
+            length = getattr(column.type, "length", None)
+            if isinstance(column.type, String) and isinstance(length, int):
+                attribute = getattr(mapper.class_, column.key)
+                event.listen(attribute, "set", _capped(f"{column.table.name}.{column.key}", length),
+                             retval=True)
+
+
+_cap_strings()

@@ -5,7 +5,10 @@
   it, ``--identity FILE``, or ``HOME/keys/NAME.pub``). It writes an unsigned envelope.
 * ``room sign FILE`` adds this party's signature (only if this key is the party's key in the
   manifest) and pins the manifest digest on this machine; ``room sign --room R`` does the same
-  with the copy the coordinator holds and sends the signature back.
+  with the copy the coordinator holds (the room's, or the pending manifest of that id that
+  lists this party; ``--digest D`` chooses one of several) and sends the signature back.
+* ``room invitations`` lists the pending manifests that list this party: who they invite and
+  who has signed (a room id is reserved only once every listed party has signed).
 * ``room verify FILE`` (or ``--room R``) checks every party's signature and pins the digest.
 * ``room submit FILE`` sends a manifest to the coordinator.
 * ``room status`` prints the coordinator's per-room metrics next to what this machine verified
@@ -140,7 +143,10 @@ def cmd_sign(ctx: Context, args: argparse.Namespace) -> int:
         write_json_file(args.out or args.file, envelope.to_dict())
     else:
         room_id = ctx.room_id(args.room)
-        remote = ctx.client().manifest(room_id)
+        remote = ctx.client().manifest(room_id, digest=args.digest)
+        if args.digest and remote.digest() != args.digest:
+            raise SignatureError(f"the coordinator sent manifest {short(remote.digest())}, "
+                                 f"not {short(args.digest)}")
         envelope, manifest = _sign(ctx, remote)
         envelope = ctx.client().add_manifest_signature(room_id, envelope)
     ctx.home.pin_manifest(manifest.room_id, envelope, replace=args.replace)
@@ -177,6 +183,24 @@ def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
     ctx.client().submit_manifest(envelope)
     state = "complete" if not missing else f"waiting for {', '.join(missing)}"
     ctx.say(f"submitted room {manifest.room_id} ({short(envelope.digest())}); signatures {state}")
+    return 0
+
+
+def cmd_invitations(ctx: Context, args: argparse.Namespace) -> int:
+    """The pending manifests that list this party, and who has signed each."""
+    rows = ctx.client().invitations()
+    if not rows:
+        ctx.say("no pending manifest lists this key")
+        return 0
+    ctx.table(
+        ["room", "digest", "signed", "missing", "submitted by", "expires"],
+        [(str(i["room_id"]), short(str(i["manifest_digest"])),
+          ", ".join(f"{p['name']} ({short(str(p['keyid']))})" for p in i["parties"] if p["signed"]),
+          ", ".join(i["missing"]) or "-", str(i["submitted_by"]), str(i["expires_at"]))
+         for i in rows],
+    )
+    ctx.say("review one with: sealroom room sign --room ROOM [--digest DIGEST] "
+            "(it prints what it signs); check each party's key id out of band")
     return 0
 
 
@@ -231,7 +255,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     sign.add_argument("file", nargs="?", help="manifest file (default: the coordinator's copy)")
     sign.add_argument("-o", "--out", help="write the signed manifest here (default: in place)")
     sign.add_argument("--replace", action="store_true", help="replace another pinned manifest")
+    sign.add_argument("--digest", help="with --room: which pending manifest, when several list you")
     sign.set_defaults(handler=cmd_sign)
+    invites = rsub.add_parser("invitations", parents=[common],
+                              help="pending manifests that list you, and who signed them")
+    invites.set_defaults(handler=cmd_invitations)
     verify = rsub.add_parser("verify", parents=[common], help="check every party signed; pin the digest")
     verify.add_argument("file", nargs="?", help="manifest file (default: the coordinator's copy)")
     verify.add_argument("--replace", action="store_true", help="replace another pinned manifest")

@@ -6,6 +6,14 @@ finding the key, never a substitute for comparing the key itself.
 
 The key file is JSON. The private part is written with mode 0600 and may be encrypted with a
 passphrase (scrypt, then AES-256-GCM).
+
+Every public key read from outside (a manifest, an attestation, a key file, a login) is checked
+here first: an Ed25519 key must be a canonical encoding of a curve point that is not of small
+order (:func:`check_signing_key`), an X25519 key a canonical u-coordinate that is not of small
+order (:func:`check_encryption_key`). A small-order signing key lets anyone forge signatures
+(R = identity, S = 0 verifies for every message); a small-order encryption key makes the shared
+secret a known constant. Both are refused with ``InputError`` (``E_INPUT``): they are malformed
+input, whatever signature comes with them.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import base64
 import hashlib
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +82,111 @@ def _unhex(text: object, where: str, length: int) -> bytes:
     return raw
 
 
+# -- public key validation (RFC 8032 §5.1.3 decoding, RFC 7748 u-coordinates) ----------------
+
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, _P - 2, _P)) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+#: the u-coordinates of the small-order points of Curve25519 and its twist (libsodium's list):
+#: 0 and 1, the two of order 8, and p - 1; p and p + 1 are non-canonical and refused as such
+_X25519_SMALL_ORDER = frozenset({
+    0,
+    1,
+    325606250916557431795983626356110631294008115727848805560023387167927233504,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    _P - 1,
+})
+
+
+def _ed25519_point(raw: bytes) -> tuple[int, int] | None:
+    """The affine point of a canonical Ed25519 encoding, or None (RFC 8032 §5.1.3, strict:
+    y >= p and x = 0 with the sign bit set are refused)."""
+    y = int.from_bytes(raw, "little")
+    sign, y = y >> 255, y & ((1 << 255) - 1)
+    if y >= _P:
+        return None
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    vx2 = v * x * x % _P
+    if vx2 != u:
+        if vx2 != (-u) % _P:
+            return None  # not on the curve
+        x = x * _SQRT_M1 % _P
+    if x == 0 and sign:
+        return None
+    if x & 1 != sign:
+        x = _P - x
+    return x, y
+
+
+def _is_small_order(x: int, y: int) -> bool:
+    """[8]P is the identity (three doublings in projective coordinates, RFC 8032 §5.1.4)."""
+    big_x, big_y, big_z = x, y, 1
+    for _ in range(3):
+        b = (big_x + big_y) ** 2 % _P
+        c, d = big_x * big_x % _P, big_y * big_y % _P
+        e = (-c) % _P
+        f = (e + d) % _P
+        j = (f - 2 * big_z * big_z) % _P
+        big_x, big_y, big_z = (b - c - d) * j % _P, f * (e - d) % _P, f * j % _P
+    return big_x == 0 and big_y == big_z
+
+
+@lru_cache(maxsize=4096)
+def _ed25519_problem(raw: bytes) -> str | None:
+    if len(raw) != 32:
+        return "expected 32 bytes"
+    point = _ed25519_point(raw)
+    if point is None:
+        return "not a canonical encoding of a curve point"
+    if _is_small_order(*point):
+        return "a small-order point"
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _x25519_problem(raw: bytes) -> str | None:
+    if len(raw) != 32:
+        return "expected 32 bytes"
+    u = int.from_bytes(raw, "little")
+    if u >= _P:  # the top bit set, or a u-coordinate not reduced mod p
+        return "not a canonical u-coordinate"
+    if u in _X25519_SMALL_ORDER:
+        return "a small-order point"
+    return None
+
+
+def check_signing_key(raw: bytes, where: str = "signing key") -> bytes:
+    """``raw`` when it is an acceptable Ed25519 public key: 32 bytes, a canonical encoding of a
+    curve point, not of small order. Raises ``InputError`` otherwise."""
+    problem = _ed25519_problem(bytes(raw))
+    if problem is not None:
+        raise InputError(f"{where}: not an acceptable Ed25519 public key ({problem})")
+    return raw
+
+
+def check_encryption_key(raw: bytes, where: str = "encryption key") -> bytes:
+    """``raw`` when it is an acceptable X25519 public key: 32 bytes, a canonical u-coordinate,
+    not of small order. Raises ``InputError`` otherwise."""
+    problem = _x25519_problem(bytes(raw))
+    if problem is not None:
+        raise InputError(f"{where}: not an acceptable X25519 public key ({problem})")
+    return raw
+
+
+def signing_key_from_hex(text: object, where: str) -> bytes:
+    """A raw Ed25519 public key from lowercase hex, checked by :func:`check_signing_key`."""
+    return check_signing_key(_unhex(text, where, 32), where)
+
+
+def encryption_key_from_hex(text: object, where: str) -> bytes:
+    """A raw X25519 public key from lowercase hex, checked by :func:`check_encryption_key`."""
+    return check_encryption_key(_unhex(text, where, 32), where)
+
+
 def ed25519_public_from_hex(text: object, where: str) -> Ed25519PublicKey:
-    """Parse a hex Ed25519 public key."""
-    return Ed25519PublicKey.from_public_bytes(_unhex(text, where, 32))
+    """Parse a hex Ed25519 public key (checked by :func:`check_signing_key`)."""
+    return Ed25519PublicKey.from_public_bytes(signing_key_from_hex(text, where))
 
 
 def raw_public(key: Ed25519PublicKey) -> bytes:
@@ -87,8 +198,11 @@ def ed25519_verifies(public_key: bytes, signature: bytes, message: bytes) -> boo
     """True when ``signature`` is an Ed25519 signature of ``message`` by the raw 32-byte
     ``public_key``.
 
-    Never raises: a malformed key or signature is reported as not verifying.
+    Never raises: a malformed, non-canonical or small-order key or a malformed signature is
+    reported as not verifying.
     """
+    if _ed25519_problem(bytes(public_key)) is not None:
+        return False
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):
@@ -126,8 +240,8 @@ class PublicIdentity:
         check_keys(d, where, ["name", "signing_key", "encryption_key"])
         return cls(
             name=check_name(d["name"], f"{where}.name"),
-            signing_key=_unhex(d["signing_key"], f"{where}.signing_key", 32),
-            encryption_key=_unhex(d["encryption_key"], f"{where}.encryption_key", 32),
+            signing_key=signing_key_from_hex(d["signing_key"], f"{where}.signing_key"),
+            encryption_key=encryption_key_from_hex(d["encryption_key"], f"{where}.encryption_key"),
         )
 
 
@@ -201,7 +315,7 @@ class PartyKey:
             salt = os.urandom(16)
             nonce = os.urandom(12)
             kek = Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=8, p=1).derive(passphrase)
-            ciphertext = AESGCM(kek).encrypt(nonce, secret, KEY_FILE_TYPE.encode())
+            ciphertext = AESGCM(kek).encrypt(nonce, secret, _key_file_aad(self.identity.to_dict()))
             private = {
                 "encrypted": True,
                 "kdf": {"name": "scrypt", "n": _SCRYPT_N, "r": 8, "p": 1, "salt": _b64(salt)},
@@ -248,12 +362,18 @@ class PartyKey:
             salt = _unb64(kdf.get("salt"), "key file.salt", 16)
             nonce = _unb64(private.get("nonce"), "key file.nonce", 12)
             kek = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
-            try:
-                secret = AESGCM(kek).decrypt(
-                    nonce, _unb64(private.get("keys"), "key file.keys"), KEY_FILE_TYPE.encode()
-                )
-            except InvalidTag as exc:
-                raise InputError("key file: wrong passphrase or corrupted file") from exc
+            sealed = _unb64(private.get("keys"), "key file.keys")
+            secret = b""
+            # files written since the public part is authenticated, then older ones (whose
+            # public part is still checked against the keys below, all but the name)
+            for aad in (_key_file_aad(d["public"]), KEY_FILE_TYPE.encode()):
+                try:
+                    secret = AESGCM(kek).decrypt(nonce, sealed, aad)
+                    break
+                except InvalidTag:
+                    continue
+            else:
+                raise InputError("key file: wrong passphrase or corrupted file")
         elif private.get("encrypted") is False:
             secret = _unb64(private.get("keys"), "key file.keys")
         else:
@@ -298,9 +418,19 @@ __all__ = [
     "PartyKey",
     "PublicIdentity",
     "Signer",
+    "check_encryption_key",
+    "check_signing_key",
     "ed25519_public_from_hex",
     "ed25519_verifies",
+    "encryption_key_from_hex",
     "identity_from_file",
     "keyid",
     "raw_public",
+    "signing_key_from_hex",
 ]
+
+
+def _key_file_aad(public: object) -> bytes:
+    """What an encrypted key file authenticates besides its keys: the file type and the whole
+    public part (name included), so no bit of an encrypted key file can change unnoticed."""
+    return KEY_FILE_TYPE.encode() + b"\n" + canonical_json(public)

@@ -30,7 +30,7 @@ from sdk.protocol.fields import (
     get_str,
     get_str_list,
 )
-from sdk.protocol.keys import PublicIdentity, _unhex
+from sdk.protocol.keys import PublicIdentity, encryption_key_from_hex, signing_key_from_hex
 from sdk.protocol.spec import OutputSpec
 
 ROLES = ("data_owner", "analyst", "recipient")
@@ -191,7 +191,7 @@ class WorkerPolicy:
         if not providers or any(p not in PROVIDERS for p in providers):
             raise InputError(f"{where}.providers: each one of {list(PROVIDERS)}")
         keys = tuple(
-            _unhex(k, f"{where}.platform_keys[]", 32)
+            signing_key_from_hex(k, f"{where}.platform_keys[]")
             for k in get_list(d, "platform_keys", where, max_items=16)
         )
         return cls(
@@ -339,9 +339,11 @@ class Attestation:
         return cls(
             provider=get_choice(d, "provider", where, PROVIDERS),
             isolation=get_choice(d, "isolation", where, ISOLATIONS),
-            worker_signing_key=_unhex(d["worker_signing_key"], f"{where}.worker_signing_key", 32),
-            worker_encryption_key=_unhex(
-                d["worker_encryption_key"], f"{where}.worker_encryption_key", 32
+            worker_signing_key=signing_key_from_hex(
+                d["worker_signing_key"], f"{where}.worker_signing_key"
+            ),
+            worker_encryption_key=encryption_key_from_hex(
+                d["worker_encryption_key"], f"{where}.worker_encryption_key"
             ),
             measurement=Measurement.from_dict(d["measurement"], f"{where}.measurement"),
             issued_at=check_time(d["issued_at"], f"{where}.issued_at"),

@@ -85,7 +85,8 @@ class CoordinatorProcess:
         with open(self.log, "ab") as sink:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sdk.cli", "coordinator", "serve", "--data-dir",
-                 str(self.data_dir), "--port", str(self.port), "--launcher", "process"],
+                 str(self.data_dir), "--port", str(self.port), "--launcher", "process",
+                 "--public-origin", self.url],
                 stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         for _ in range(600):
             assert self.proc.poll() is None, self.log.read_text(errors="replace")

@@ -48,7 +48,7 @@ class Server:
         log = open(self.data_dir.parent / "coordinator.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sdk.cli", "coordinator", "serve", "--data-dir",
-             str(self.data_dir), "--port", str(self.port), "--launcher", "process"],
+             str(self.data_dir), "--port", str(self.port), "--launcher", "process", "--dev"],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         for _ in range(300):
             assert self.proc.poll() is None, (self.data_dir.parent / "coordinator.log").read_text()

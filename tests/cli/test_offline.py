@@ -340,8 +340,8 @@ sys.meta_path.insert(0, _Block())
 def test_operator_commands_without_the_coordinator_extra(tmp_path: Path) -> None:
     (tmp_path / "sitecustomize.py").write_text(BLOCKER)
     env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
-    res = fails(sealroom("coordinator", "serve", "--data-dir", str(tmp_path / "d"), env=env),
-                "E_CONFIG", 11)
+    res = fails(sealroom("coordinator", "serve", "--data-dir", str(tmp_path / "d"), "--dev",
+                         env=env), "E_CONFIG", 11)
     assert ".[coordinator,enclave]" in res.err
     fails(sealroom("worker", "provision", "--data-dir", str(tmp_path / "d"), env=env),
           "E_CONFIG", 11)

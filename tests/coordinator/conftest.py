@@ -154,21 +154,23 @@ class Env:
         return self.client(admin=True).attestation().digest()
 
     def statement(self, owner: PartyKey, dataset: str, data: bytes, version: int = 1,
-                  *, digest: str | None = None, size: int | None = None) -> Envelope:
+                  *, digest: str | None = None, size: int | None = None,
+                  created_at: str | None = None) -> Envelope:
         upload = Upload(
             room_id=self.room_id, manifest_digest=self.digest, dataset=dataset, version=version,
             schema_digest=self.manifest.dataset(dataset).schema_digest(), row_count=10,
             ciphertext_digest=digest or hashlib.sha256(data).hexdigest(),
             ciphertext_size=len(data) if size is None else size,
             key_commitment="ab" * 32, attestation_digest=self.attestation_digest(),
-            created_at=format_time(datetime.now(UTC)))
+            created_at=created_at or format_time(datetime.now(UTC)))
         return sign_envelope(Upload.KIND, upload.to_dict(), [owner.signer])
 
-    def upload(self, owner: PartyKey, dataset: str, data: bytes, version: int = 1) -> dict[str, Any]:
+    def upload(self, owner: PartyKey, dataset: str, data: bytes, version: int = 1,
+               created_at: str | None = None) -> dict[str, Any]:
         path = self.tmp / f"{dataset}-{version}-{hashlib.sha256(data).hexdigest()[:8]}.sealed"
         path.write_bytes(data)
-        return self.client(owner).upload(self.room_id, self.statement(owner, dataset, data, version),
-                                         path)
+        statement = self.statement(owner, dataset, data, version, created_at=created_at)
+        return self.client(owner).upload(self.room_id, statement, path)
 
     def upload_both(self) -> None:
         self.upload(self.alice, "crm", b"crm-ciphertext" * 100)
@@ -198,7 +200,8 @@ class Env:
 
 def make_settings(tmp: Path, **kw: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": tmp / "data", "admin_token": ADMIN,
-                              "launcher": "process", "poll_interval_s": 0.05}
+                              "launcher": "process", "poll_interval_s": 0.05,
+                              "public_origin": BASE}
     values.update(kw)
     settings = Settings(**values)
     ensure_platform_key(settings.platform_key_file)

@@ -32,7 +32,7 @@ from sdk.protocol import merkle
 from sdk.protocol.canonical import canonical_json
 from sdk.protocol.clock import now
 from sdk.protocol.dsse import Envelope, sign_envelope
-from sdk.protocol.keys import Signer
+from sdk.protocol.keys import PartyKey, Signer
 from sdk.protocol.models import Attestation, Bundle, Manifest, Measurement
 from sdk.protocol.records import Checkpoint, LogEntry, OutputRecord, PrivacyRecord, Receipt
 from sdk.protocol.verify import log_leaf_hashes, receipt_core_digest
@@ -103,7 +103,9 @@ class FakeLauncher(Launcher):
         platform = (job / "secrets" / "platform.key").read_bytes()
         statement = Attestation(provider="simulated", isolation="none",
                                 worker_signing_key=self.worker.public_key,
-                                worker_encryption_key=seed("worker-enc"),
+                                worker_encryption_key=PartyKey.from_seeds(
+                                    "worker", seed("worker"), seed("worker-enc")
+                                ).identity.encryption_key,  # a real X25519 key
                                 measurement=MEASUREMENT, issued_at=now())
         env = sign_envelope(Attestation.KIND, statement.to_dict(), [Signer.from_seed(platform)])
         return canonical_json({"status": "succeeded", "attestation": env.to_dict(),

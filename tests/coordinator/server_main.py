@@ -19,7 +19,8 @@ def main() -> None:
     args = parser.parse_args()
     launcher = None if args.real else FakeLauncher(args.mode)
     serve(args.data_dir, "127.0.0.1", args.port, worker_launcher=launcher, log_level="warning",
-          admin_token=ADMIN, launcher="process", poll_interval_s=0.05)
+          admin_token=ADMIN, launcher="process", poll_interval_s=0.05,
+          public_origin=f"http://127.0.0.1:{args.port}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def routes(env: Env, w: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
         ("POST", f"/v1/rooms/{r}/uploads", {"content": w["statement"].to_json(), **js}),
         ("GET", f"/v1/rooms/{r}/uploads", {}),
         ("GET", f"/v1/rooms/{r}/uploads/{up}", {}),
-        ("PUT", f"/v1/rooms/{r}/uploads/{up}/data", {"content": b"x"}),
+        ("PUT", f"/v1/rooms/{r}/uploads/{up}/data",
+         {"content": b"x", "headers": {"Content-Type": "application/octet-stream"}}),
         ("POST", f"/v1/rooms/{r}/bundles", {"content": w["bundle"].to_json(), **js}),
         ("GET", f"/v1/rooms/{r}/bundles", {}),
         ("GET", f"/v1/rooms/{r}/bundles/{b}", {}),
@@ -97,7 +98,8 @@ def test_party_of_another_room(env: Env, world: dict[str, Any]) -> None:
         _check(env.tc.request(method, path, headers=headers, **rest), 403)
     # and carol cannot submit room1's manifest: she is not one of its parties
     r = env.tc.post("/v1/rooms", content=env.manifest_env.to_json(),
-                    headers={"Authorization": f"Bearer {token}"})
+                    headers={"Authorization": f"Bearer {token}",
+                             "Content-Type": "application/json"})
     _check(r, 403)
     # a room she is in is invisible in others' listings and vice versa
     assert [x["room_id"] for x in env.client(env.carol).rooms()] == ["other"]
@@ -106,14 +108,16 @@ def test_party_of_another_room(env: Env, world: dict[str, Any]) -> None:
 def test_non_recipient_non_owner_and_operator(env: Env, world: dict[str, Any]) -> None:
     r, run = env.room_id, world["run"]
     bob = {"Authorization": f"Bearer {env.client(env.bob).authenticate()}"}
+    bob_json = {**bob, "Content-Type": "application/json"}
+    bob_bytes = {**bob, "Content-Type": "application/octet-stream"}
     _check(env.tc.get(f"/v1/rooms/{r}/runs/{run}/output", headers=bob), 403)
     _check(env.tc.post(f"/v1/rooms/{r}/runs/{run}/feedback", headers=bob,
                        json={"changed_decision": False}), 403)
     # bob does not own crm: neither the statement nor the bytes
     _check(env.tc.post(f"/v1/rooms/{r}/uploads", content=world["statement"].to_json(),
-                       headers=bob), 403)
+                       headers=bob_json), 403)
     _check(env.tc.put(f"/v1/rooms/{r}/uploads/{world['upload']}/data", content=b"x",
-                      headers=bob), 403)
+                      headers=bob_bytes), 403)
     # parties cannot use operator routes
     _check(env.tc.post("/v1/admin/workers", headers=bob), 403)
     _check(env.tc.get("/metrics", headers=bob), 403)
@@ -123,5 +127,6 @@ def test_non_recipient_non_owner_and_operator(env: Env, world: dict[str, Any]) -
     _check(env.tc.get(f"/v1/rooms/{r}/runs/{run}/output", headers=admin), 403)
     _check(env.tc.post(f"/v1/rooms/{r}/runs", headers=admin,
                        json={"bundle_digest": world["bundle"].digest()}), 403)
-    _check(env.tc.post(f"/v1/rooms/{r}/bundles", headers=admin,
+    _check(env.tc.post(f"/v1/rooms/{r}/bundles",
+                       headers={**admin, "Content-Type": "application/json"},
                        content=world["bundle"].to_json()), 403)

@@ -8,12 +8,17 @@ import json
 
 import pytest
 
-from sdk.errors import ConflictError, InputError, ResourceError, SignatureError
+from sdk.errors import AuthError, ConflictError, InputError, ResourceError, SignatureError
 from tests.coordinator.conftest import Env
 
 
 def _auth(env: Env, key: object) -> dict[str, str]:
     return {"Authorization": f"Bearer {env.client(key).authenticate()}"}  # type: ignore[arg-type]
+
+
+def _bytes(env: Env, key: object) -> dict[str, str]:
+    """Authorization and the Content-Type of an upload stream."""
+    return {**_auth(env, key), "Content-Type": "application/octet-stream"}
 
 
 def _blobs(env: Env) -> list[str]:
@@ -22,8 +27,9 @@ def _blobs(env: Env) -> list[str]:
 
 
 def test_same_upload_twice_is_idempotent(env: Env) -> None:
-    first = env.upload(env.alice, "crm", b"A" * 5000)
-    second = env.upload(env.alice, "crm", b"A" * 5000)
+    # the same statement (a fixed creation time: Ed25519 signatures are deterministic), twice
+    first = env.upload(env.alice, "crm", b"A" * 5000, created_at="2026-01-02T03:04:05Z")
+    second = env.upload(env.alice, "crm", b"A" * 5000, created_at="2026-01-02T03:04:05Z")
     assert first["complete"] and second["complete"] and first["digest"] != second["digest"] \
         or first["digest"] == second["digest"]
     # the very same statement twice: one upload, one blob
@@ -36,7 +42,7 @@ def test_same_upload_twice_is_idempotent(env: Env) -> None:
     two = alice.upload(env.room_id, statement, path)
     assert one["digest"] == two["digest"] and two["complete"]
     r = env.tc.put(f"/v1/rooms/{env.room_id}/uploads/{one['digest']}/data", content=data,
-                   headers=_auth(env, env.alice))
+                   headers=_bytes(env, env.alice))
     assert r.status_code == 200 and r.json()["complete"]
     assert _blobs(env).count(hashlib.sha256(data).hexdigest()) == 1
 
@@ -47,14 +53,14 @@ def test_digest_mismatch_is_refused_and_nothing_published(env: Env) -> None:
     alice = env.client(env.alice)
     info = alice.upload_statement(env.room_id, statement)
     r = env.tc.put(f"/v1/rooms/{env.room_id}/uploads/{info['digest']}/data", content=bad,
-                   headers=_auth(env, env.alice))
+                   headers=_bytes(env, env.alice))
     assert r.status_code == 400 and r.json()["error"]["code"] == "E_INPUT"
     assert "ciphertext_digest" in r.json()["error"]["message"]
     assert not alice.uploads(env.room_id)[0]["complete"]
     assert _blobs(env) == []
     # then the right bytes go through
     r = env.tc.put(f"/v1/rooms/{env.room_id}/uploads/{info['digest']}/data", content=good,
-                   headers=_auth(env, env.alice))
+                   headers=_bytes(env, env.alice))
     assert r.status_code == 200 and r.json()["complete"]
 
 
@@ -63,15 +69,15 @@ def test_body_size_caps(env: Env) -> None:
     statement = env.statement(env.alice, "crm", data)
     info = env.client(env.alice).upload_statement(env.room_id, statement)
     url = f"/v1/rooms/{env.room_id}/uploads/{info['digest']}/data"
-    too_long = env.tc.put(url, content=data + b"!", headers=_auth(env, env.alice))
+    too_long = env.tc.put(url, content=data + b"!", headers=_bytes(env, env.alice))
     assert too_long.status_code == 413 and too_long.json()["error"]["code"] == "E_RESOURCE"
 
     def chunks() -> object:  # no Content-Length: the cap is enforced while streaming
         yield data
         yield b"more"
-    streamed = env.tc.put(url, content=chunks(), headers=_auth(env, env.alice))
+    streamed = env.tc.put(url, content=chunks(), headers=_bytes(env, env.alice))
     assert streamed.status_code == 413
-    short = env.tc.put(url, content=data[:-1], headers=_auth(env, env.alice))
+    short = env.tc.put(url, content=data[:-1], headers=_bytes(env, env.alice))
     assert short.status_code == 400 and "bytes" in short.json()["error"]["message"]
     assert _blobs(env) == []
 
@@ -130,7 +136,8 @@ def test_oversized_and_malformed_json_bodies(make_env: object) -> None:
         assert r.status_code == 400 and r.json()["error"]["code"] == "E_INPUT"
     r = env.tc.post(f"/v1/rooms/{env.room_id}/runs", json={"bundle_digest": "x"}, headers=headers)
     assert r.status_code == 400
-    r = env.tc.post(f"/v1/rooms/{env.room_id}/runs", content=b"{", headers=headers)
+    r = env.tc.post(f"/v1/rooms/{env.room_id}/runs", content=b"{",
+                    headers={**headers, "Content-Type": "application/json"})
     assert r.status_code == 400
 
 
@@ -141,9 +148,9 @@ def test_upload_needs_a_fully_signed_room(make_env: object) -> None:
     alice = env.client(env.alice)
     alice.submit_manifest(sign_manifest(env.manifest, env.alice))
     env.client(admin=True).provision_worker()
-    room = alice.room(env.room_id)
+    room = alice.room(env.room_id)  # a pending manifest: an invitation, not a room
     assert not room["complete"] and room["missing"] == ["bob"]
-    with pytest.raises(ConflictError):
+    with pytest.raises(AuthError):
         alice.upload_statement(env.room_id, env.statement(env.alice, "crm", b"x"))
     # bob adds his signature through the signatures route: the room becomes complete
     merged = env.client(env.bob).add_manifest_signature(

@@ -224,3 +224,26 @@ def test_any_bit_flip_in_an_encrypted_key_file(data: st.DataObject) -> None:
     except InputError:
         return
     assert same_key(key, KEY)  # only an ignored base64 padding bit may pass
+
+
+def test_key_files_encrypted_before_the_public_part_was_bound_still_open() -> None:
+    """Files written when only the file type was authenticated keep opening (nothing lost);
+    files written now authenticate the public part, name included."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    from sdk.protocol.keys import KEY_FILE_TYPE
+
+    doc = json.loads(ENCRYPTED)
+    kdf = doc["private"]["kdf"]
+    kek = Scrypt(salt=base64.b64decode(kdf["salt"]), length=32, n=kdf["n"], r=8, p=1
+                 ).derive(b"correct horse")
+    nonce = base64.b64decode(doc["private"]["nonce"])
+    aad_now = KEY_FILE_TYPE.encode() + b"\n" + canonical_json(doc["public"])
+    secret = AESGCM(kek).decrypt(nonce, base64.b64decode(doc["private"]["keys"]), aad_now)
+    legacy = AESGCM(kek).encrypt(nonce, secret, KEY_FILE_TYPE.encode())
+    doc["private"]["keys"] = base64.b64encode(legacy).decode()
+    assert same_key(PartyKey.from_file_bytes(canonical_json(doc), b"correct horse"), KEY)
