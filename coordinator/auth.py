@@ -32,11 +32,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 
 from coordinator.context import Caller, Services
-from coordinator.errors import Forbidden, Unauthenticated
+from coordinator.errors import Unauthenticated
 from coordinator.settings import Settings
 from coordinator.storage.db import utcnow
-from coordinator.storage.models import Challenge, Room, RoomParty, Token
-from sdk.errors import ConfigError, NotFoundError, ResourceError
+from coordinator.storage.models import Challenge, Token
+from sdk.errors import ConfigError, ResourceError
 from sdk.protocol.keys import check_signing_key, ed25519_verifies
 from sdk.protocol.login import auth_message
 
@@ -257,34 +257,4 @@ def caller_of_token(services: Services, token: str) -> Caller:
     if row.expires_at < utcnow():
         raise Unauthenticated("token expired")
     return Caller(key=row.signing_key)
-
-
-def party_in_room(services: Services, room_id: str, caller: Caller) -> str | None:
-    """The caller's party name in ``room_id``; None for the operator.
-
-    Raises ``Forbidden`` when a party key is not listed in the room's manifest (whether or not
-    the room exists: existence is not revealed), ``NotFoundError`` when the operator asks for a
-    missing room.
-    """
-    with services.db.read() as s:
-        if caller.admin:
-            if s.get(Room, room_id) is None:
-                raise NotFoundError(f"no room {room_id!r}")
-            return None
-        name = s.scalar(
-            select(RoomParty.name).where(
-                RoomParty.room_id == room_id, RoomParty.signing_key == caller.key
-            )
-        )
-    if name is None:
-        raise Forbidden("not a party of this room")
-    return name
-
-
-def require_member(services: Services, room_id: str, caller: Caller) -> str:
-    """Like :func:`party_in_room` but the operator is refused too (party-only actions)."""
-    name = party_in_room(services, room_id, caller)
-    if name is None:
-        raise Forbidden("only a party of the room may do this")
-    return name
 

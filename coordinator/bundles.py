@@ -15,9 +15,8 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from coordinator.auth import require_member
 from coordinator.context import Caller, Services
-from coordinator.rooms import active_room, envelope_of, envelope_text, now_utc
+from coordinator.rooms import active_room, envelope_of, envelope_text, now_utc, require_party
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import ApprovalRow, BundleRow
 from sdk.errors import ConflictError, InputError, NotFoundError
@@ -35,7 +34,7 @@ def submit_bundle(services: Services, room_id: str, caller: Caller,
 
     Raises ``SignatureError``/``InputError`` from :func:`verify_bundle`, ``Forbidden``.
     """
-    require_member(services, room_id, caller)
+    require_party(services, room_id, caller)
     view = active_room(services, room_id)
     bundle = verify_bundle(envelope, view.manifest, view.digest, now=now_utc())
     digest = envelope.digest()
@@ -97,7 +96,7 @@ def submit_approval(services: Services, room_id: str, caller: Caller, envelope: 
 
     Raises ``SignatureError``, ``InputError``, ``NotFoundError`` (unknown bundle), ``Forbidden``.
     """
-    require_member(services, room_id, caller)
+    require_party(services, room_id, caller)
     view = active_room(services, room_id)
     approval = check_approval(envelope, view.manifest, view.digest, now=now_utc())
     get_bundle(services, room_id, approval.bundle_digest)

@@ -23,7 +23,6 @@ from pathlib import Path
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 
-from coordinator.auth import require_member
 from coordinator.context import Caller, Services
 from coordinator.jobs import JobInputs, gather, write_job_dir
 from coordinator.launchers.base import JOB_MOUNT
@@ -31,6 +30,7 @@ from coordinator.launchers.docker import DockerLauncher
 from coordinator.launchers.reaper import reap_orphans
 from coordinator.logstore import append
 from coordinator.results import Outcome, ResultError, check_result
+from coordinator.rooms import require_party
 from coordinator.sources import collect_sources
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import OutputRow, Room, RunRow
@@ -62,7 +62,7 @@ def create_run(services: Services, room_id: str, caller: Caller, bundle_digest: 
     Raises ``ConflictError`` when the key was used for another bundle, and the pre-check's
     errors for a run that cannot succeed.
     """
-    party = require_member(services, room_id, caller)
+    party = require_party(services, room_id, caller)
     assert caller.key is not None
     if idempotency_key is not None:
         existing = _by_key(services, room_id, caller.key, idempotency_key)

@@ -18,10 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from coordinator.auth import require_member
 from coordinator.context import Caller, Services
 from coordinator.errors import Forbidden, PayloadTooLarge
-from coordinator.rooms import active_room, envelope_text
+from coordinator.rooms import active_room, envelope_text, require_party
 from coordinator.storage.blobs import BlobWriter
 from coordinator.storage.db import utcnow
 from coordinator.storage.models import UploadRow, Worker
@@ -43,7 +42,7 @@ def register_upload(services: Services, room_id: str, caller: Caller,
         PayloadTooLarge: it declares more bytes than the coordinator accepts.
         ConflictError: another statement already holds this dataset version.
     """
-    party = require_member(services, room_id, caller)
+    party = require_party(services, room_id, caller)
     view = active_room(services, room_id)
     upload = verify_upload(envelope, view.manifest, view.digest)
     if view.manifest.dataset(upload.dataset).owner != party:
@@ -118,7 +117,7 @@ def _mark_complete(services: Services, digest: str) -> UploadRow:
 
 
 def _target(services: Services, room_id: str, digest: str, caller: Caller) -> UploadRow:
-    party = require_member(services, room_id, caller)
+    party = require_party(services, room_id, caller)
     row = upload_of(services, room_id, digest)
     if row.owner != party:
         raise Forbidden("only the dataset's owner uploads to it")
