@@ -243,6 +243,30 @@ def wait_until(predicate: Any, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+def answers_health(url: str, proc: subprocess.Popen[bytes], detail: Any = "server exited",
+                   timeout: float = 1.0) -> bool:
+    """Whether the coordinator process at ``url`` answers ``/healthz`` (it must still run;
+    ``detail``, or its result when callable, explains an early exit)."""
+    import httpx
+
+    assert proc.poll() is None, detail() if callable(detail) else detail
+    try:
+        return httpx.get(f"{url}/healthz", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Terminate a server process, killing it when it does not exit within ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+
 def expired_approval(key: PartyKey, manifest: Manifest, digest: str, bundle: str) -> Envelope:
     from sdk.protocol.models import Approval
 

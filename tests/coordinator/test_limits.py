@@ -32,7 +32,14 @@ from sdk.errors import InputError
 from sdk.party.statements import make_approval
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.models import Approval, Bundle, Manifest
-from tests.coordinator.conftest import ADMIN, free_port, party, wait_until
+from tests.coordinator.conftest import (
+    ADMIN,
+    answers_health,
+    free_port,
+    party,
+    stop_process,
+    wait_until,
+)
 from tests.coordinator.test_server import Room, Server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,11 +73,7 @@ class Coordinator:
         wait_until(self._up, timeout=60)
 
     def _up(self) -> bool:
-        assert self.proc.poll() is None, self.log.read_text()[-2000:]
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_health(self.url, self.proc, lambda: self.log.read_text()[-2000:], 2)
 
     def memory(self) -> tuple[int, int]:
         """(VmRSS, VmHWM) of the server process, in bytes."""
@@ -98,13 +101,7 @@ class Coordinator:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,15 @@ from sdk.protocol.dsse import sign_envelope
 from sdk.protocol.keys import PartyKey
 from sdk.protocol.login import auth_message, public_origin
 from sdk.protocol.models import Manifest
-from tests.coordinator.conftest import ADMIN, free_port, manifest_for, party, wait_until
+from tests.coordinator.conftest import (
+    ADMIN,
+    answers_health,
+    free_port,
+    manifest_for,
+    party,
+    stop_process,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 IDENTITY_POINT = "01" + "00" * 31  # the Ed25519 identity, a small-order point
@@ -80,20 +88,10 @@ class Coordinator:
             raise
 
     def _up(self) -> bool:
-        assert self.proc.poll() is None, self.log.read_text(errors="replace")
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_health(self.url, self.proc, lambda: self.log.read_text(errors="replace"))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=20)
 
     def challenges(self) -> list[tuple[str, str]]:
         """(signing_key, audience) of every stored challenge."""

@@ -33,7 +33,16 @@ from sdk.protocol.keys import PartyKey
 from sdk.protocol.models import Manifest, Upload
 from sdk.protocol.spec import OutputSpec
 from tests.cli.conftest import fails, ok, sealroom
-from tests.coordinator.conftest import ADMIN, AGG, free_port, manifest_for, party, wait_until
+from tests.coordinator.conftest import (
+    ADMIN,
+    AGG,
+    answers_health,
+    free_port,
+    manifest_for,
+    party,
+    stop_process,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,11 +65,7 @@ class Server:
         wait_until(self._up, timeout=60)
 
     def _up(self) -> bool:
-        assert self.proc.poll() is None, "server exited"
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_health(self.url, self.proc)
 
     @property
     def platform_seed(self) -> bytes:
@@ -80,14 +85,9 @@ class Server:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
             for client in self._clients.values():
                 client.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def _server(tmp: pytest.TempPathFactory, name: str, **settings: str) -> Iterator[Server]:

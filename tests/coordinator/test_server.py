@@ -22,7 +22,15 @@ from sdk.client import Client
 from sdk.errors import NetworkError
 from sdk.party.statements import make_approval, make_bundle, sign_manifest
 from sdk.protocol.dsse import Envelope
-from tests.coordinator.conftest import ADMIN, AGG, free_port, manifest_for, party, wait_until
+from tests.coordinator.conftest import (
+    ADMIN,
+    AGG,
+    answers_health,
+    free_port,
+    manifest_for,
+    party,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,11 +48,7 @@ class Server:
         wait_until(self._up, timeout=60)
 
     def _up(self) -> bool:
-        assert self.proc.poll() is None, "server exited"
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_health(self.url, self.proc)
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
