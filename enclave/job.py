@@ -31,6 +31,7 @@ from sdk.errors import (
     SealroomError,
 )
 from sdk.protocol import jobdir as layout
+from sdk.protocol.admission import guarantee_of
 from sdk.protocol.clock import utcnow
 from sdk.protocol.dsse import sign_envelope
 from sdk.protocol.keys import Signer
@@ -58,23 +59,35 @@ _SAFE_MESSAGE_CODES = {
 }
 
 
-def check_columns(parquet: bytes | memoryview, expected: list[str], dataset: str) -> None:
-    """The decrypted file must be Parquet with exactly the manifest's columns (read from the
-    footer only). Raises ``InputError`` naming the dataset, never a value."""
+def check_columns(parquet: bytes | memoryview, expected: list[str], dataset: str,
+                  rows: int | None = None) -> None:
+    """The decrypted file must be Parquet with exactly the manifest's columns and, when
+    ``rows`` is given, exactly the row count its owner signed (read from the footer only):
+    resources and overflow checks are sized from signed counts, so they must be true.
+    Raises ``InputError`` naming the dataset, never a value."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        schema = pq.read_schema(pa.BufferReader(parquet))
+        metadata = pq.read_metadata(pa.BufferReader(parquet))
+        schema = metadata.schema.to_arrow_schema()
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise InputError(f"upload: {dataset!r} is not a Parquet file") from exc
     if sorted(schema.names) != sorted(expected):
         raise InputError(f"upload: columns of {dataset!r} differ from the manifest's schema")
+    if rows is not None and metadata.num_rows != rows:
+        raise InputError(f"upload: {dataset!r} holds another row count than its owner signed")
 
 
 class _Timer:
+    """Step durations. Receipts carry them only as whole seconds (in milliseconds, floored):
+    a finer timing could carry a bit of the data to whoever reads the receipt."""
+
     def __init__(self) -> None:
         self.ms: dict[str, int] = {}
+
+    def whole_seconds(self) -> dict[str, int]:
+        return {step: ms // 1000 * 1000 for step, ms in self.ms.items()}
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -171,6 +184,7 @@ class Job:
                 state.verify_log(files.log_entries, files.checkpoint)
                 spec = self._output_spec(state)
                 state.check_budget_and_inputs(files.uploads, spec.epsilon, spec.delta)
+                self._check_plan_fits(state)
         except Exception as exc:
             return self._refuse(files, keys, state, exc)
 
@@ -204,12 +218,18 @@ class Job:
     # -- steps -------------------------------------------------------------------------------
 
     def _output_spec(self, state: TrustedJobState) -> OutputSpec:
-        bundle = state.bundle
-        if bundle.kind == "template":
-            from enclave.release import check_template_bundle
+        """The signed output spec (admission, in ``verify_bundle``, checked that a plan or
+        template bundle's spec is exactly the one its plan implies)."""
+        return state.bundle.output
 
-            check_template_bundle(bundle)
-        return bundle.output
+    @staticmethod
+    def _check_plan_fits(state: TrustedJobState) -> None:
+        """A plan's exact sums must fit, judged from the row counts the owners signed."""
+        plan = state.bundle.plan
+        if plan is not None:
+            from enclave.planrun import check_sums_fit
+
+            check_sums_fit(plan, state.bundle, state.row_counts())
 
     def _record_start(
         self, state: TrustedJobState, log: RoomLog, signer: Signer, run_id: str
@@ -286,7 +306,8 @@ class Job:
             except OSError as exc:
                 raise DecryptionError() from exc
             tables[name] = memoryview(plaintext).toreadonly()
-            check_columns(tables[name], [c.name for c in state.manifest.dataset(name).schema], name)
+            check_columns(tables[name], [c.name for c in state.manifest.dataset(name).schema],
+                          name, upload.row_count)
         return tables
 
     def _run_query(self, state: TrustedJobState, tables: Mapping[str, memoryview]) -> pa.Table:
@@ -294,6 +315,10 @@ class Job:
         from enclave.runner import run_query
 
         bundle = state.bundle
+        if bundle.plan is not None:
+            from enclave.planrun import run_plan
+
+            return run_plan(bundle, state.manifest, tables, state.row_counts())
         kind: Literal["python", "sql"] = "python" if bundle.kind == "python" else "sql"
         limits = runner_limits(sum(len(t) for t in tables.values()))
         return run_query(kind, bundle.code, tables, dict(bundle.params), limits)
@@ -308,7 +333,7 @@ class Job:
         record = PrivacyRecord(
             mode=state.bundle.output.mode,
             min_group_size=state.min_group_size(),
-            suppressed_groups=released.suppressed_groups,
+            guarantee=guarantee_of(state.bundle),
             epsilon_charged=str(state.bundle.output.epsilon),
             delta_charged=str(state.bundle.output.delta),
             budget_left=budget_left,
@@ -411,7 +436,7 @@ class Job:
                     **receipt.__dict__,
                     "log_index": index,
                     "checkpoint": checkpoint,
-                    "timings_ms": dict(self.timer.ms),
+                    "timings_ms": self.timer.whole_seconds(),
                 }
             )
             receipt_envelope = sign_envelope(Receipt.KIND, receipt.to_dict(), [signer])

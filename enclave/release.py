@@ -1,22 +1,25 @@
-"""The bridge from the runner's row-level table to what may be released (DESIGN §6).
+"""The bridge from what the query computed to what may be released (DESIGN §6).
 
 The privacy layer (``enclave.privacy``) does the enforcement; this module feeds it what the
-verified job state says (output spec, strictest minimum group size, the recipient's own
-identifiers for list mode) and turns its result into rows for the recipients.
+verified job state says (output spec, strictest minimum group size, the plan's contribution
+bound, the recipient's own identifiers for custom-code list mode) and turns its result into
+rows for the recipients. Nothing exact and data-dependent beyond the released cells goes into
+the metadata: no count of suppressed groups, no list size below the minimum.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from enclave.state import TrustedJobState
-from sdk.errors import InputError, PrivacyError
-from sdk.protocol.models import Bundle
+from sdk.errors import PrivacyError
+from sdk.protocol.admission import LIST_COLUMN, guarantee_of
 
 
 @dataclass(frozen=True)
@@ -25,23 +28,7 @@ class Released:
 
     columns: list[str]
     rows: list[list[Any]]
-    suppressed_groups: int
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def check_template_bundle(bundle: Bundle) -> None:
-    """A template bundle's signed code and output spec must be exactly what the template
-    generates from its signed parameters, so reviewers can trust the template's name.
-
-    Raises:
-        InputError: unknown template, invalid parameters, or code/spec that differ.
-    """
-    from sdk.protocol.templates import build
-
-    assert bundle.template is not None
-    generated = build(bundle.template, bundle.params)
-    if generated.code != bundle.code or generated.output != bundle.output:
-        raise InputError("bundle: code or output spec differ from what the template generates")
 
 
 def _recipient_ids(state: TrustedJobState, tables: Mapping[str, bytes | memoryview]) -> pa.Array:
@@ -60,43 +47,83 @@ def _recipient_ids(state: TrustedJobState, tables: Mapping[str, bytes | memoryvi
 def apply_privacy(
     state: TrustedJobState, table: pa.Table, tables: Mapping[str, bytes | memoryview]
 ) -> Released:
-    """Apply the bundle's output spec to the runner's table with the platform's rules.
+    """Apply the bundle's output spec with the platform's rules: to a plan's exact per-group
+    aggregates (or its list), or to custom code's row-level table.
 
     Raises:
-        PrivacyError: the output spec cannot be satisfied (too small a list, missing columns).
-        ResourceError: too many groups.
+        PrivacyError: the output spec cannot be satisfied (custom code: a missing column, too
+            small a list; any: a wrong OpenDP feature set).
+        ResourceError: declared domains too large (custom code: too many groups).
     """
-    from enclave.privacy import apply_output_spec
+    from enclave.privacy import PrivacyResult, apply_output_spec, release_groups
 
-    spec = state.bundle.output
-    recipient_ids = _recipient_ids(state, tables) if spec.mode == "list" else None
-    result = apply_output_spec(
-        table, spec, min_group_size=state.min_group_size(), recipient_ids=recipient_ids
-    )
-    released: pa.Table = result.table
+    bundle = state.bundle
+    spec = bundle.output
+    plan = bundle.plan
     meta: dict[str, Any] = {
         "mode": spec.mode,
         "min_group_size": state.min_group_size(),
-        "suppressed_groups": result.suppressed_groups,
+        "guarantee": guarantee_of(bundle),
+    }
+    if plan is not None and plan.release == "list":
+        return _release_list(table, spec.list_min_size, state.min_group_size(), meta)
+    if plan is not None:
+        result: PrivacyResult = release_groups(
+            table, spec, min_group_size=state.min_group_size(),
+            contribution_bound=plan.contribution_bound)
+        count = next((m.name for m in plan.measures if m.agg == "count"), None)
+    else:
+        recipient_ids = _recipient_ids(state, tables) if spec.mode == "list" else None
+        result = apply_output_spec(
+            table, spec, min_group_size=state.min_group_size(), recipient_ids=recipient_ids
+        )
+        count = None
+    released: pa.Table = result.table
+    meta.update({
         "epsilon": str(result.epsilon_charged),
         "delta": str(result.delta_charged),
         "accuracy": {k: str(v) for k, v in result.accuracy.items()},
         "mechanism": str(result.mechanism),
-    }
-    if state.bundle.template is not None:
+    })
+    if result.truncated:
+        meta["truncated"] = True
+    if bundle.template is not None:
         from enclave.privacy import postprocess
         from sdk.protocol.templates import build
 
-        generated = build(state.bundle.template, state.bundle.params)
-        meta["template"] = state.bundle.template
+        generated = build(bundle.template, bundle.params)
+        meta["template"] = bundle.template
         meta["cells"] = {
             "columns": list(released.column_names),
             "rows": [list(r.values()) for r in released.to_pylist()],
         }
         released = postprocess(generated.post, released, result)
+    elif count is not None and count != "n_units":
+        released = released.rename_columns(
+            [count if c == "n_units" else c for c in released.column_names])
     return Released(
         columns=list(released.column_names),
         rows=[list(r.values()) for r in released.to_pylist()],
-        suppressed_groups=result.suppressed_groups,
         meta=meta,
     )
+
+
+def _release_list(ids: pa.Table, spec_min: int | None, min_group_size: int,
+                  meta: dict[str, Any]) -> Released:
+    """A plan's list: the first input's own identifiers the platform found (sorted, distinct).
+
+    Below the minimum list size the run still succeeds and releases nothing (``withheld``):
+    failing would turn the list's size into a run status.
+    """
+    floor = max(min_group_size, spec_min or 0)
+    values = ids.column("__id").to_pylist() if ids.num_rows else []
+    meta.update({"epsilon": str(Decimal(0)), "delta": str(Decimal(0)), "accuracy": {},
+                 "mechanism": f"list: the first input's own identifiers present in the join and "
+                              f"passing the predicate; at least {floor} or none"})
+    if len(values) < floor:
+        meta["withheld"] = "below the minimum list size"
+        values = []
+    return Released(columns=[LIST_COLUMN], rows=[[v] for v in values], meta=meta)
+
+
+__all__ = ["Released", "apply_privacy"]

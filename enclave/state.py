@@ -201,6 +201,11 @@ class TrustedJobState:
         self.require("bundle")
         return effective_min_group_size(self.manifest, self.bundle)
 
+    def row_counts(self) -> dict[str, int]:
+        """Rows each chosen input's owner signed (checked against the decrypted file)."""
+        self.require("budget")
+        return {name: upload.row_count for name, (upload, _digest) in self.uploads.items()}
+
     def budget_left(self) -> Mapping[str, str]:
         self.require("budget")
         return {c.dataset: str(c.left_after) for c in self.budget}

@@ -22,6 +22,8 @@ from sdk.protocol.dsse import Envelope
 from sdk.protocol.keys import PartyKey, Signer
 from sdk.protocol.models import Manifest, Measurement
 from sdk.protocol.sealing import seal_stream, upload_binding
+from sdk.protocol.admission import plan_output
+from sdk.protocol.plan import Plan
 from sdk.protocol.spec import OutputSpec
 
 CANARY = "CANARY-7f3a9c"
@@ -55,6 +57,7 @@ class Room:
     platform_seed: bytes = field(default_factory=lambda: seed("platform"))
     min_group_size: int = 5
     epsilon_budget: str = "10"
+    allow_custom_code: bool = True
     uploads: list[Envelope] = field(default_factory=list)
     sealed_files: dict[str, Path] = field(default_factory=dict)
     log_entries: list[dict[str, Any]] = field(default_factory=list)
@@ -106,6 +109,8 @@ class Room:
                     "min_group_size": self.min_group_size,
                     "epsilon_budget": self.epsilon_budget,
                     "delta_budget": "0.001",
+                    "roles": {"converted": "measure", "spend": "measure"},
+                    "allow_custom_code": self.allow_custom_code,
                 },
                 {
                     "name": "visits",
@@ -120,6 +125,8 @@ class Room:
                     "min_group_size": self.min_group_size,
                     "epsilon_budget": self.epsilon_budget,
                     "delta_budget": "0.001",
+                    "roles": {"exposed": "dimension", "segment": "dimension"},
+                    "allow_custom_code": self.allow_custom_code,
                 },
             ],
             "workers": {
@@ -185,6 +192,37 @@ class Room:
             output=OutputSpec.from_dict(output),
             inputs=list(inputs),
             recipients=list(recipients),
+            **kw,
+        )
+
+    def plan_bundle(
+        self,
+        plan: Plan,
+        *,
+        kind: str = "plan",
+        code: str = "",
+        dp: dict[str, Any] | None = None,
+        recipients=("alice",),
+        author: PartyKey | None = None,
+        min_group_size: int | None = None,
+        **kw: Any,
+    ) -> Envelope:
+        """A bundle carrying ``plan`` with the output spec it implies."""
+        like = OutputSpec.from_dict({"mode": "aggregate", "privacy_unit": "person",
+                                     "dp": dp, "min_group_size": min_group_size})
+        return make_bundle(
+            author or self.alice,
+            self.manifest,
+            self.manifest_digest,
+            sequence=1,
+            title="t",
+            purpose="p",
+            kind=kind,
+            code=code,
+            output=plan_output(plan, like),
+            inputs=list(plan.inputs),
+            recipients=list(recipients),
+            plan=plan,
             **kw,
         )
 

@@ -8,7 +8,13 @@ minimum group size in ``policy``, template code and specs in ``templates``. Only
 """
 
 from enclave.privacy._post import postprocess
-from enclave.privacy.aggregate import COUNT_COLUMN, NoiseInfo, PrivacyResult, apply_output_spec
+from enclave.privacy.aggregate import (
+    COUNT_COLUMN,
+    NoiseInfo,
+    PrivacyResult,
+    apply_output_spec,
+    release_groups,
+)
 
 __all__ = [
     "COUNT_COLUMN",
@@ -16,4 +22,5 @@ __all__ = [
     "PrivacyResult",
     "apply_output_spec",
     "postprocess",
+    "release_groups",
 ]

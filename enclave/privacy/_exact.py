@@ -75,8 +75,13 @@ class FixedPoint:
     def sql(self, column: str, source: pa.DataType) -> str:
         """DuckDB expression mapping ``column`` (of Arrow type ``source``) to its clamped
         fixed-point BIGINT. Float columns are tested for NaN; others cannot hold one."""
-        is_float = bool(pa.types.is_floating(source))
         x = quote(column) if pa.types.is_float64(source) else f"CAST({quote(column)} AS DOUBLE)"
+        return self.sql_of(x, is_float=bool(pa.types.is_floating(source)))
+
+    def sql_of(self, x: str, *, is_float: bool = True) -> str:
+        """DuckDB expression mapping the DOUBLE expression ``x`` to its clamped fixed-point
+        BIGINT: NULL (and NaN when ``is_float``) becomes the bound nearest to zero; +/-inf and
+        huge values land on a bound."""
         lo_real = float(self.to_real(self.lower))
         hi_real = float(self.to_real(self.upper))
         factor = float(1 / self.quantum) if self.quantum < 1 else None

@@ -44,6 +44,10 @@ class NoiseInfo:
 class PrivacyResult:
     """What may leave the worker, and what it cost.
 
+    ``suppressed_groups`` is for the platform's own tests: it is exact and data-dependent, so it
+never leaves the worker. ``truncated``: more than ``max_groups`` groups passed and only the
+first ones in key order are released.
+
     ``table``: group columns (strings), ``n_units`` (int64) and one float64 column per measure,
     sorted by group key (list mode: the one identifier column, sorted). ``accuracy``: per released
     column, OpenDP's 95% accuracy as a decimal string (for means: the worst-case 95% bound over
@@ -59,6 +63,7 @@ class PrivacyResult:
     mechanism: str
     noise: Mapping[str, NoiseInfo] = field(default_factory=dict)
     threshold: int | None = None
+    truncated: bool = False
 
 
 def _check_columns(table: pa.Table, spec: OutputSpec) -> None:
@@ -156,7 +161,73 @@ def apply_output_spec(
     )
     if spec.dp is None:
         return _release_exact(exact, spec, fixed, cells, k_min)
-    return _release_dp(exact, spec, fixed, cells, k_min)
+    return _release_dp(exact, spec, fixed, cells, k_min, spec.max_contributions)
+
+
+def release_groups(
+    groups: pa.Table,
+    spec: OutputSpec,
+    *,
+    min_group_size: int,
+    contribution_bound: int,
+) -> PrivacyResult:
+    """Release the exact per-group aggregates a query plan computed
+    (:func:`sdk.protocol.plan.compile_duckdb` with the fixed-point mapping of
+    :func:`measure_fixed_points`): group columns (text) named as ``spec.group_by``,
+    ``__units`` (distinct persons) and one fixed-point sum per ``spec.measures`` entry.
+
+    ``contribution_bound`` is the plan's ``neighbour_factor * max_contributions``: the L1
+    change one person can make, which the noise is calibrated to. Groups outside a declared
+    domain are dropped; there is no data-dependent cap on candidates (they are bounded by the
+    declared row counts), and releasing more than ``spec.max_groups`` keeps the first ones in
+    key order (``truncated``) instead of failing.
+
+    Raises ``PrivacyError`` for a wrong OpenDP feature set or DP keys without a public domain
+    and without delta; never for a property of the data.
+    """
+    k_min = policy.strictest(min_group_size, spec.min_group_size)
+    if spec.dp is not None:
+        dp.check_feature_gate()
+        if not all(g.domain is not None for g in spec.group_by) and spec.delta <= 0:
+            raise PrivacyError("DP group keys without a public domain need delta > 0")
+    n_cells = 1
+    for g in spec.group_by:
+        n_cells *= len(g.domain) if g.domain is not None else 1
+    if n_cells > spec.max_groups:
+        raise ResourceError("declared group domains exceed max_groups")
+    fixed = measure_fixed_points(spec)
+    names = [g.column for g in spec.group_by]
+    domains = [None if g.domain is None else set(g.domain) for g in spec.group_by]
+    columns = [groups.column(n).to_pylist() for n in names]
+    units = groups.column("__units").to_pylist()
+    sums = [groups.column(m.name).to_pylist() for m in spec.measures]
+    exact: dict[GroupKeyValue, tuple[int, tuple[int, ...]]] = {}
+    for row in range(groups.num_rows):
+        key = tuple(None if c[row] is None else str(c[row]) for c in columns)
+        if any(d is not None and (v is None or v not in d)
+               for v, d in zip(key, domains, strict=True)):
+            continue
+        exact[key] = (int(units[row]), tuple(int(s[row] or 0) for s in sums))
+    cells: list[GroupKeyValue] | None = None
+    if all(g.domain is not None for g in spec.group_by):
+        cells = list(itertools.product(*(g.domain or () for g in spec.group_by)))
+    aggregate = ExactAggregate(exact)
+    if spec.dp is None:
+        return _release_exact(aggregate, spec, fixed, cells, k_min)
+    return _release_dp(aggregate, spec, fixed, cells, k_min, contribution_bound)
+
+
+def measure_fixed_points(spec: OutputSpec) -> list[FixedPoint]:
+    """The fixed-point encoding of each measure of ``spec``, in order."""
+    return [FixedPoint.from_bounds(Decimal(m.lower), Decimal(m.upper)) for m in spec.measures]
+
+
+def _truncate(released: list[tuple[GroupKeyValue, int, tuple[int, ...]]], limit: int
+              ) -> tuple[list[tuple[GroupKeyValue, int, tuple[int, ...]]], bool]:
+    """At most ``limit`` released groups, the first in key order; whether any were cut."""
+    if len(released) <= limit:
+        return released, False
+    return sorted(released, key=lambda r: _key_order(r[0]))[:limit], True
 
 
 def _release_exact(
@@ -172,11 +243,11 @@ def _release_exact(
         n, sums = exact.groups.get(key, (0, tuple(0 for _ in fixed)))
         if n >= k_min:
             released.append((key, n, sums))
-    if len(released) > spec.max_groups:
-        raise ResourceError("released groups exceed max_groups")
+    released, truncated = _truncate(released, spec.max_groups)
     table = _build_table(spec, fixed, released)
     return PrivacyResult(
         table=table,
+        truncated=truncated,
         suppressed_groups=len(keys) - len(released),
         epsilon_charged=Decimal(0),
         delta_charged=Decimal(0),
@@ -191,8 +262,8 @@ def _release_dp(
     fixed: Sequence[FixedPoint],
     cells: list[GroupKeyValue] | None,
     k_min: int,
+    k: int,
 ) -> PrivacyResult:
-    k = spec.max_contributions
     eps_part = split_epsilon(spec.epsilon, 1 + len(spec.measures))
     zero = tuple(0 for _ in fixed)
     spent_eps = Decimal(0)
@@ -237,8 +308,7 @@ def _release_dp(
     for j, key in enumerate(keys):
         if counts[j] >= k_min:
             released.append((key, counts[j], tuple(col[j] for col in noisy_sums)))
-    if len(released) > spec.max_groups:
-        raise ResourceError("released groups exceed max_groups")
+    released, truncated = _truncate(released, spec.max_groups)
     smallest = min((n for _, n, _ in released), default=0)
     for m, fp, s_scale in zip(spec.measures, fixed, sum_scales, strict=True):
         if m.agg == "mean":
@@ -253,6 +323,7 @@ def _release_dp(
     )
     return PrivacyResult(
         table=_build_table(spec, fixed, released),
+        truncated=truncated,
         suppressed_groups=len(keys) - len(released),
         epsilon_charged=eps_cost,
         delta_charged=delta_cost,
@@ -298,5 +369,7 @@ __all__ = [
     "NoiseInfo",
     "PrivacyResult",
     "apply_output_spec",
+    "measure_fixed_points",
+    "release_groups",
     "split_epsilon",
 ]

@@ -65,8 +65,8 @@ def cmd_receipt_verify(ctx: Context, args: argparse.Namespace) -> int:
     if r.privacy is not None:
         pr = r.privacy
         ctx.say(
-            f"  privacy     {pr.mode}, min group {pr.min_group_size}, {pr.suppressed_groups} "
-            f"suppressed, epsilon {pr.epsilon_charged} charged; left "
+            f"  privacy     {pr.mode}, min group {pr.min_group_size}, {pr.guarantee}, "
+            f"epsilon {pr.epsilon_charged} charged; left "
             + ", ".join(f"{k} {v}" for k, v in sorted(pr.budget_left.items()))
         )
     for o in r.outputs:

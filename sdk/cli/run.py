@@ -76,7 +76,7 @@ def cmd_result(ctx: Context, args: argparse.Namespace) -> int:
     if privacy is not None:
         ctx.say(
             f"privacy: {privacy.mode} mode, min group {privacy.min_group_size}, "
-            f"{privacy.suppressed_groups} group(s) suppressed, epsilon charged "
+            f"privacy {privacy.guarantee}, epsilon charged "
             f"{privacy.epsilon_charged}; budget left "
             + ", ".join(f"{k} {v}" for k, v in sorted(privacy.budget_left.items()))
         )

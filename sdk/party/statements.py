@@ -27,6 +27,7 @@ from sdk.protocol.models import (
     Upload,
     WorkerPolicy,
 )
+from sdk.protocol.plan import Plan
 from sdk.protocol.policy import DEFAULT_MIN_GROUP_SIZE
 from sdk.protocol.sealing import SealResult
 from sdk.protocol.spec import OutputSpec
@@ -165,9 +166,10 @@ def make_bundle(
     max_runs: int | None = None,
     valid_days: int = 30,
     now: datetime | None = None,
+    plan: Plan | None = None,
 ) -> Envelope:
     """A signed query bundle authored by ``key``'s party, valid from five minutes before
-    ``now`` (default: the clock) for ``valid_days``."""
+    ``now`` (default: the clock) for ``valid_days``; ``plan`` makes it a plan bundle."""
     start = (now or utcnow()) - timedelta(minutes=5)
     bundle = Bundle(
         room_id=manifest.room_id,
@@ -188,6 +190,7 @@ def make_bundle(
         max_runs=max_runs or manifest.default_max_runs,
         not_before=format_time(start),
         expires=_in(valid_days, start),
+        plan=plan,
     )
     return sign_envelope(Bundle.KIND, Bundle.from_dict(bundle.to_dict()).to_dict(), [key.signer])
 

@@ -31,6 +31,7 @@ from sdk.protocol.fields import (
     get_str_list,
 )
 from sdk.protocol.keys import PublicIdentity, encryption_key_from_hex, signing_key_from_hex
+from sdk.protocol.plan import DatasetColumns, Plan
 from sdk.protocol.spec import OutputSpec
 
 ROLES = ("data_owner", "analyst", "recipient")
@@ -38,7 +39,10 @@ ID_KINDS = ("email", "phone", "sha256", "none")
 COLUMN_TYPES = ("string", "int", "float", "bool", "date")
 PROVIDERS = ("simulated", "none", "aws-nitro", "amd-sev-snp", "intel-tdx")
 ISOLATIONS = ("container", "none")
-BUNDLE_KINDS = ("python", "sql", "template")
+BUNDLE_KINDS = ("python", "sql", "template", "plan")
+COLUMN_ROLES = ("dimension", "measure", "filter", "private")
+"""Roles a data owner gives a non-id column (the id column's role is ``id``; a column without a
+role is ``private``): see :mod:`sdk.protocol.plan`."""
 DECISIONS = ("approve", "revoke")
 
 
@@ -90,7 +94,12 @@ class Column:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset the room accepts: owner, schema, identifier, privacy floor and budget."""
+    """A dataset the room accepts: owner, schema, identifier, privacy floor and budget, and
+    the owner's column policy: a role per column (``roles``: column → one of
+    :data:`COLUMN_ROLES`; absent means ``private``) and whether whole-table custom code may read
+    it (``allow_custom_code``, off by default). Every party signs the manifest, so every party
+    signs these too; ``roles`` and ``allow_custom_code`` are written only when not the default.
+    """
 
     name: str
     owner: str
@@ -100,9 +109,22 @@ class Dataset:
     min_group_size: int
     epsilon_budget: str
     delta_budget: str = "0"
+    roles: tuple[tuple[str, str], ...] = ()
+    allow_custom_code: bool = False
+
+    def role(self, column: str) -> str:
+        """The role of ``column``: ``id`` for the id column, else its declared role, else
+        ``private``."""
+        if column == self.id_column:
+            return "id"
+        return dict(self.roles).get(column, "private")
+
+    def plan_columns(self) -> DatasetColumns:
+        """What a query plan may know of this dataset (:func:`sdk.protocol.plan.validate`)."""
+        return DatasetColumns(self.id_column, self.id_kind, dict(self.roles))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "owner": self.owner,
             "schema": [c.to_dict() for c in self.schema],
@@ -112,6 +134,11 @@ class Dataset:
             "epsilon_budget": self.epsilon_budget,
             "delta_budget": self.delta_budget,
         }
+        if self.roles:
+            out["roles"] = dict(self.roles)
+        if self.allow_custom_code:
+            out["allow_custom_code"] = True
+        return out
 
     def schema_digest(self) -> str:
         """SHA-256 over the canonical schema: uploads bind it."""
@@ -125,7 +152,7 @@ class Dataset:
             d,
             where,
             ["name", "owner", "schema", "id_column", "id_kind", "min_group_size", "epsilon_budget"],
-            ["delta_budget"],
+            ["delta_budget", "roles", "allow_custom_code"],
         )
         schema = tuple(Column.from_dict(c) for c in get_list(d, "schema", where, max_items=512))
         names = [c.name for c in schema]
@@ -134,6 +161,16 @@ class Dataset:
         id_column = get_name(d, "id_column", where)
         if id_column not in names:
             raise InputError(f"{where}.id_column: not a column of the schema")
+        roles: list[tuple[str, str]] = []
+        if "roles" in d:
+            raw = expect_mapping(d["roles"], f"{where}.roles")
+            for column, role in raw.items():
+                if column not in names or column == id_column:
+                    raise InputError(f"{where}.roles: {str(column)[:60]!r} is not a non-id "
+                                     "column of the schema")
+                if role not in COLUMN_ROLES:
+                    raise InputError(f"{where}.roles.{column}: one of {list(COLUMN_ROLES)}")
+                roles.append((column, role))
         return cls(
             name=get_name(d, "name", where),
             owner=get_name(d, "owner", where),
@@ -145,6 +182,10 @@ class Dataset:
             delta_budget=get_decimal(d, "delta_budget", where, non_negative=True)
             if "delta_budget" in d
             else "0",
+            roles=tuple(sorted(r for r in roles if r[1] != "private")),
+            allow_custom_code=get_bool(d, "allow_custom_code", where)
+            if "allow_custom_code" in d
+            else False,
         )
 
 
@@ -449,10 +490,17 @@ class Bundle:
     max_runs: int
     not_before: str
     expires: str
+    plan: Plan | None = None
 
     @property
     def datasets(self) -> tuple[str, ...]:
         return tuple(i.dataset for i in self.inputs)
+
+    @property
+    def custom_code(self) -> bool:
+        """True for whole-table custom code (no plan): it runs only where every input's owner
+        allowed it, and its privacy depends on code review."""
+        return self.plan is None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -472,13 +520,14 @@ class Bundle:
             "max_runs": self.max_runs,
             "not_before": self.not_before,
             "expires": self.expires,
+            **({} if self.plan is None else {"plan": self.plan.to_dict()}),
         }
 
     @classmethod
     def from_dict(cls, data: object) -> Bundle:
         where = "bundle"
         d = expect_mapping(data, where)
-        check_keys(d, where, [f.name for f in fields(cls)])
+        check_keys(d, where, [f.name for f in fields(cls) if f.name != "plan"], ["plan"])
         params = expect_mapping(d["params"], f"{where}.params")
         for key, value in params.items():
             check_name(key, f"{where}.params key")
@@ -512,6 +561,7 @@ class Bundle:
             max_runs=get_int(d, "max_runs", where, minimum=1, maximum=10**6),
             not_before=check_time(d["not_before"], f"{where}.not_before"),
             expires=check_time(d["expires"], f"{where}.expires"),
+            plan=Plan.from_dict(d["plan"]) if "plan" in d else None,
         )
 
 

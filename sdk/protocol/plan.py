@@ -3,8 +3,12 @@
 A plan says *what* to aggregate, never *how* to cross rows:
 
 * ``inputs``: the datasets read; the first one's ``id`` column is the privacy unit;
-* ``joins``: each further input is equi-joined on its ``id`` column to the first input's
-  ``id`` (same id kind, so one unit on both sides), ``inner`` or ``left``;
+* ``joins``: each further input is equi-joined on its ``id`` column to the person so far (same
+  id kind, so one unit on both sides), ``inner``, ``left`` or ``full``; before the join each
+  joined input keeps at most ``max_contributions`` rows per person (chosen by the platform), so
+  no party's duplicates can multiply the join;
+* ``release``: ``aggregate`` (cells of counts and sums) or ``list`` (the first input's own
+  identifiers present in the join and passing ``where``: the query cannot pick single ids);
 * ``where``: a row predicate over columns whose role allows it (``filter``, ``dimension``);
 * ``group_by``: named row-level expressions over ``dimension`` columns, each with a public
   domain or none (then only DP thresholding may release its values);
@@ -18,7 +22,8 @@ limits, table functions or sampling can be written. Every released cell therefor
 on the rows of the units in its group, and removing one person from one party's dataset changes
 the distinct-person counts, summed over all cells, by at most ``neighbour_factor *
 max_contributions``, and each sum likewise by that many times its bound (``neighbour_factor``
-is 2 only with a ``left`` join; see :attr:`Plan.neighbour_factor`).
+is 2 with a ``left`` or ``full`` join; see :attr:`Plan.neighbour_factor`). ``matched(d)`` is
+the one row-level fact about the join itself: whether the person has a row in input ``d``.
 
 This module parses (strictly: no floats, bounded sizes), validates against the column roles,
 describes a plan in words, and compiles it to one DuckDB query with the platform's bounding
@@ -27,7 +32,7 @@ and aggregation fused in. It runs no query and imports no engine.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -45,7 +50,8 @@ from sdk.protocol.fields import (
 )
 
 ROLES = ("id", "dimension", "measure", "filter", "private")
-JOIN_KINDS = ("inner", "left")
+JOIN_KINDS = ("inner", "left", "full")
+RELEASES = ("aggregate", "list")
 AGGREGATIONS = ("count", "sum", "mean")
 MAX_INPUTS = 8
 MAX_NODES = 2000
@@ -55,6 +61,9 @@ MAX_MEASURES = 32
 MAX_DOMAIN = 10_000
 MAX_LITERAL = 1000
 MAX_INT = 2**53
+MAX_KEY_CHARS = 256
+"""Group-key text is cut to this many characters (a per-row function, so stability holds and
+the size of what a run hands over is bounded by declared row counts)."""
 
 # function name -> (min args, max args, SQL template kind)
 FUNCTIONS: dict[str, tuple[int, int]] = {
@@ -66,10 +75,12 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
     "lower": (1, 1), "upper": (1, 1), "trim": (1, 1), "length": (1, 1), "substr": (3, 3),
     "concat": (2, 8),
     "to_int": (1, 1), "to_decimal": (1, 1), "to_text": (1, 1),
+    "matched": (1, 1),
 }
 _COMPARE = {"eq": "=", "ne": "<>", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _ARITH = {"add": "+", "sub": "-", "mul": "*"}
-_PREDICATES = {"and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge", "is_null", "in", "between"}
+_PREDICATES = {"and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge", "is_null", "in", "between",
+               "matched"}
 
 
 # -- expressions -------------------------------------------------------------------------------
@@ -176,11 +187,25 @@ def expr_from_dict(data: object, where: str, budget: _Budget | None = None,
                      for i, a in enumerate(raw))
         if fn == "in" and not all(isinstance(a, Lit) for a in args[1:]):
             raise InputError(f"{where}: in takes an expression and literals")
+        if fn == "matched" and not (isinstance(args[0], Lit) and isinstance(args[0].value, str)
+                                    and not args[0].decimal):
+            raise InputError(f"{where}: matched takes the name of an input as text")
         if fn == "substr" and not all(isinstance(a, Lit) and isinstance(a.value, int)
                                       and not isinstance(a.value, bool) for a in args[1:]):
             raise InputError(f"{where}: substr takes an expression and two whole numbers")
         return Call(fn, args)
     raise InputError(f"{where}: expected one of col, text, int, dec, bool, null, fn+args")
+
+
+def matched_of(expr: Expr) -> list[str]:
+    """Every input named by ``matched(...)`` in an expression."""
+    if isinstance(expr, Call):
+        if expr.fn == "matched":
+            first = expr.args[0]
+            return [first.value] if isinstance(first, Lit) and isinstance(first.value, str) \
+                else []
+        return [d for a in expr.args for d in matched_of(a)]
+    return []
 
 
 def columns_of(expr: Expr) -> list[Col]:
@@ -240,15 +265,21 @@ class Plan:
     group_by: tuple[PlanGroup, ...]
     measures: tuple[PlanMeasure, ...]
     max_contributions: int = 1
+    release: str = "aggregate"
 
     @property
     def neighbour_factor(self) -> int:
         """How many times ``max_contributions`` one person can move the outputs in total (L1
         over cells), when that person is removed from any one party's dataset: 1 when every
-        join is ``inner`` (their rows disappear), 2 with a ``left`` join (removing them from a
-        joined dataset turns their matched rows into unmatched ones: a change, not a removal).
-        The release must calibrate noise to ``neighbour_factor * max_contributions``."""
-        return 2 if any(j.kind == "left" for j in self.joins) else 1
+        join is ``inner`` (their rows disappear), 2 with a ``left`` or ``full`` join (removing
+        them from one dataset can turn their matched rows into unmatched ones: a change, not a
+        removal). The release calibrates noise to ``neighbour_factor * max_contributions``."""
+        return 2 if any(j.kind != "inner" for j in self.joins) else 1
+
+    @property
+    def contribution_bound(self) -> int:
+        """``neighbour_factor * max_contributions``: the L1 bound the release is noised for."""
+        return self.neighbour_factor * self.max_contributions
 
     @property
     def unit_dataset(self) -> str:
@@ -268,6 +299,7 @@ class Plan:
                           "expr": None if m.expr is None else expr_to_dict(m.expr),
                           "lower": m.lower, "upper": m.upper} for m in self.measures],
             "max_contributions": self.max_contributions,
+            "release": self.release,
         }
 
     @classmethod
@@ -279,7 +311,7 @@ class Plan:
         where = "plan"
         d = expect_mapping(data, where)
         check_keys(d, where, ["inputs", "joins", "where", "group_by", "measures",
-                              "max_contributions"])
+                              "max_contributions"], ["release"])
         budget = _Budget()
         inputs = tuple(check_name(n, f"{where}.inputs[]")
                        for n in get_list(d, "inputs", where, max_items=MAX_INPUTS))
@@ -323,14 +355,17 @@ class Plan:
             if agg != "count" and (expr is None or Decimal(lower) > Decimal(upper)):
                 raise InputError(f"{w}: {agg} needs an expression and lower <= upper")
             measures.append(PlanMeasure(get_name(md, "name", w), agg, expr, lower, upper))
-        if not measures:
+        release = get_choice(d, "release", where, RELEASES) if "release" in d else "aggregate"
+        if release == "aggregate" and not measures:
             raise InputError(f"{where}.measures: at least one measure")
+        if release == "list" and (measures or groups):
+            raise InputError(f"{where}: a list release has no group_by and no measures")
         names = [g.name for g in groups] + [m.name for m in measures]
         if len(set(names)) != len(names):
             raise InputError(f"{where}: group and measure names must be distinct")
         contributions = get_int(d, "max_contributions", where, minimum=1, maximum=1000)
         return cls(inputs, tuple(joins), predicate, tuple(groups), tuple(measures),
-                   contributions)
+                   contributions, release)
 
 
 # -- validation against the column roles -------------------------------------------------------
@@ -367,8 +402,9 @@ def validate(plan: Plan, datasets: Mapping[str, DatasetColumns]) -> None:
 
     Raises ``QueryRejectedError`` (E_QUERY_REJECTED) naming the construct and where it is: an
     unknown dataset or column, a column read outside its role (an ``id`` column anywhere in an
-    expression, a ``private`` column anywhere), a join across id kinds, or a non-predicate
-    where a predicate is needed.
+    expression, a ``private`` column anywhere), a join across id kinds, ``matched`` of a
+    dataset that is not an input, a non-predicate where a predicate is needed, a constant group
+    key, or a ``full`` join in a list release.
     """
     for name in plan.inputs:
         if name not in datasets:
@@ -379,6 +415,9 @@ def validate(plan: Plan, datasets: Mapping[str, DatasetColumns]) -> None:
         if other.id_kind != first.id_kind or other.id_kind == "none":
             raise _refuse(f"join of {join.dataset!r} across id kinds "
                           f"({other.id_kind} vs {first.id_kind})", f"joins[{i}]")
+        if plan.release == "list" and join.kind == "full":
+            raise _refuse("a full join in a list release (only the first input's ids are "
+                          "listed)", f"joins[{i}]")
 
     def check(expr: Expr, part: str, where: str) -> None:
         for col in columns_of(expr):
@@ -387,6 +426,11 @@ def validate(plan: Plan, datasets: Mapping[str, DatasetColumns]) -> None:
             role = datasets[col.dataset].role(col.column)
             if role not in _ALLOWED[part]:
                 raise _refuse(f"column {col.dataset}.{col.column} ({role}) read in {part}", where)
+        for name in matched_of(expr):
+            if part == "measures":
+                raise _refuse("matched() in a measure", where)
+            if name not in plan.inputs:
+                raise _refuse(f"matched() of a dataset not in inputs ({name!r})", where)
 
     if plan.where is not None:
         check(plan.where, "where", "where")
@@ -394,7 +438,7 @@ def validate(plan: Plan, datasets: Mapping[str, DatasetColumns]) -> None:
             raise _refuse("a where clause that is not a predicate", "where")
     for i, group in enumerate(plan.group_by):
         check(group.expr, "group_by", f"group_by[{i}]")
-        if not columns_of(group.expr):
+        if not columns_of(group.expr) and not matched_of(group.expr):
             raise _refuse("a constant group key", f"group_by[{i}]")
     for i, measure in enumerate(plan.measures):
         if measure.expr is not None:
@@ -419,6 +463,8 @@ def expr_in_words(expr: Expr) -> str:
         return "(" + f" {expr.fn} ".join(args) + ")"
     if expr.fn == "in":
         return f"({args[0]} in [{', '.join(args[1:])}])"
+    if expr.fn == "matched":
+        return f"(the person has a row in {args[0].strip(chr(39))})"
     return f"{expr.fn}({', '.join(args)})"
 
 
@@ -426,8 +472,11 @@ def plan_in_words(plan: Plan) -> list[str]:
     """The plan as sentences a reviewer reads."""
     lines = [f"each person is one {plan.unit_dataset} identifier"]
     for join in plan.joins:
-        how = "matched" if join.kind == "inner" else "kept, matched where possible,"
-        lines.append(f"{plan.unit_dataset} rows are {how} with {join.dataset} on the same person")
+        how = {"inner": "matched", "left": "kept, matched where possible,",
+               "full": "kept from both sides, matched where possible,"}[join.kind]
+        lines.append(f"{plan.unit_dataset} rows are {how} with {join.dataset} on the same "
+                     f"person (at most {plan.max_contributions} {join.dataset} row(s) per "
+                     "person, chosen by the platform)")
     if plan.where is not None:
         lines.append(f"only rows where {expr_in_words(plan.where)}")
     lines.append(f"at most {plan.max_contributions} row(s) per person count, chosen by the "
@@ -436,6 +485,9 @@ def plan_in_words(plan: Plan) -> list[str]:
         domain = "values from the data (DP thresholding only)" if g.domain is None \
             else f"public values {', '.join(g.domain[:10])}{' ...' if len(g.domain) > 10 else ''}"
         lines.append(f"grouped by {g.name} = {expr_in_words(g.expr)} ({domain})")
+    if plan.release == "list":
+        lines.append(f"released: the list of {plan.unit_dataset}'s own identifiers that pass, "
+                     "sorted; the query cannot pick single identifiers")
     for m in plan.measures:
         if m.agg == "count":
             lines.append(f"{m.name}: number of distinct persons per group")
@@ -457,7 +509,7 @@ def _text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _sql(expr: Expr, alias: Mapping[str, str]) -> str:
+def _sql(expr: Expr, alias: Mapping[str, str], ids: Mapping[str, str]) -> str:
     if isinstance(expr, Col):
         return f"{alias[expr.dataset]}.{quote(expr.column)}"
     if isinstance(expr, Lit):
@@ -470,8 +522,12 @@ def _sql(expr: Expr, alias: Mapping[str, str]) -> str:
         if isinstance(expr.value, int):
             return f"CAST({expr.value} AS BIGINT)"
         return _text(expr.value)
-    a = [_sql(x, alias) for x in expr.args]
     fn = expr.fn
+    if fn == "matched":
+        first = expr.args[0]
+        assert isinstance(first, Lit) and isinstance(first.value, str)
+        return f"({ids[first.value]} IS NOT NULL)"
+    a = [_sql(x, alias, ids) for x in expr.args]
     if fn in _COMPARE:
         return f"({a[0]} {_COMPARE[fn]} {a[1]})"
     if fn in _ARITH:
@@ -509,74 +565,111 @@ def _sql(expr: Expr, alias: Mapping[str, str]) -> str:
     raise QueryRejectedError(f"plan: unknown function {fn!r}")  # unreachable after parsing
 
 
-def _row(expr: Expr, alias: Mapping[str, str]) -> str:
+def _row(expr: Expr, alias: Mapping[str, str], ids: Mapping[str, str]) -> str:
     """A row-level expression whose errors (casts, overflow) give NULL, never a failed run."""
-    return f"TRY({_sql(expr, alias)})"
+    return f"TRY({_sql(expr, alias, ids)})"
+
+
+MeasureSql = Callable[[PlanMeasure, str], str]
+"""Maps a measure and the SQL of its row value (a DOUBLE, NULL on error) to the SQL of what
+each kept row contributes to the sum. The default clamps to [lower, upper] as a DOUBLE; the
+worker passes its exact fixed-point mapping (``enclave.privacy._exact.FixedPoint``)."""
+
+
+def clamp_double(measure: PlanMeasure, value: str) -> str:
+    """The default :data:`MeasureSql`: NULL stays NULL, everything else is clamped."""
+    lo = f"CAST({_text(measure.lower)} AS DOUBLE)"
+    hi = f"CAST({_text(measure.upper)} AS DOUBLE)"
+    return f"least(greatest({value}, {lo}), {hi})"
 
 
 @dataclass(frozen=True)
 class CompiledPlan:
-    """One DuckDB query over tables named as the datasets. It returns one row per released
-    group candidate: the group key columns (text), ``__units`` (distinct persons) and, per
-    measure, its clamped sum and, for ``mean``, ``<name>__n`` (rows summed)."""
+    """One DuckDB query over tables named as the datasets.
+
+    Aggregate release: one row per group candidate: the group columns (text, named as the
+    groups), ``__units`` (distinct persons) and one column per ``sum``/``mean`` measure (named
+    as the measure: the sum of what the kept rows contribute). List release: one column
+    ``__id``, the distinct listed identifiers as text, sorted.
+    """
 
     sql: str
+    release: str
     group_columns: tuple[str, ...]
     measure_columns: tuple[str, ...]
 
 
-def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *,
-                   salt: str = "") -> CompiledPlan:
-    """Compile a validated plan to one DuckDB query with the platform's work fused in: the
-    join on id columns, the row predicate, per-person bounding to ``max_contributions`` rows
-    after the join (rows ranked by a salted hash, so the choice is the platform's and does not
-    depend on other persons' rows), clamping, distinct-person counts and sums per group.
+def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: str = "",
+                   measure_sql: MeasureSql = clamp_double) -> CompiledPlan:
+    """Compile a validated plan to one DuckDB query with the platform's work fused in.
+
+    In order: each joined input keeps at most ``max_contributions`` rows per person (ranked
+    by a salted hash of that person's own values, so the choice is the platform's); the
+    joins on the person; the row predicate; per-person bounding to ``max_contributions``
+    rows after the join (ranked the same way); each measure's row value through
+    ``measure_sql``; distinct-person counts and sums per group. Every row-level expression
+    runs under ``TRY``: an error gives NULL for that cell (a false predicate, a NULL group
+    or measure value), never a failed run. ``salt`` should be fixed per bundle (its digest)
+    so repeated runs keep the same rows.
 
     Raises ``QueryRejectedError`` when the plan does not validate.
     """
     validate(plan, datasets)
     alias = {name: f"t{i}" for i, name in enumerate(plan.inputs)}
+    ids = {name: f"{alias[name]}.{quote(datasets[name].id_column)}" for name in plan.inputs}
+    needed = referenced(plan)
+    k = plan.max_contributions
     unit_ds = plan.unit_dataset
-    unit = f"{alias[unit_ds]}.{quote(datasets[unit_ds].id_column)}"
+    unit = ids[unit_ds]
     source = f"{quote(unit_ds)} AS {alias[unit_ds]}"
     for join in plan.joins:
-        other = f"{alias[join.dataset]}.{quote(datasets[join.dataset].id_column)}"
-        kind = "JOIN" if join.kind == "inner" else "LEFT JOIN"
-        source += f" {kind} {quote(join.dataset)} AS {alias[join.dataset]} ON {unit} = {other}"
+        id_col = quote(datasets[join.dataset].id_column)
+        cols = [id_col, *(quote(c) for c in sorted(needed.get(join.dataset, set())))]
+        rank = ", ".join([_text(salt), *cols])
+        bounded = (f"(SELECT {', '.join(cols)} FROM {quote(join.dataset)} WHERE {id_col} IS "  # noqa: S608 - identifiers quoted, literals escaped
+                   f"NOT NULL QUALIFY row_number() OVER (PARTITION BY {id_col} ORDER BY "
+                   f"hash({rank})) <= {k})")
+        kind = {"inner": "JOIN", "left": "LEFT JOIN", "full": "FULL JOIN"}[join.kind]
+        source += f" {kind} {bounded} AS {alias[join.dataset]} ON {unit} = {ids[join.dataset]}"
+        if join.kind == "full":
+            unit = f"coalesce({unit}, {ids[join.dataset]})"
     predicate = f"{unit} IS NOT NULL"
     if plan.where is not None:
-        predicate += f" AND coalesce({_row(plan.where, alias)}, FALSE)"
-    cols = [f"CAST({unit} AS VARCHAR) AS __unit"]
+        predicate += f" AND coalesce({_row(plan.where, alias, ids)}, FALSE)"
+    if plan.release == "list":
+        sql = (f"SELECT DISTINCT CAST({ids[unit_ds]} AS VARCHAR) AS __id FROM {source} "  # noqa: S608
+               f"WHERE {ids[unit_ds]} IS NOT NULL AND {predicate} ORDER BY 1")
+        return CompiledPlan(sql, "list", (), ())
+    cols = [f"{unit} AS __unit"]
     group_cols: list[str] = []
     for i, g in enumerate(plan.group_by):
-        cols.append(f"CAST({_row(g.expr, alias)} AS VARCHAR) AS __g{i}")
+        cols.append(f"substr(CAST({_row(g.expr, alias, ids)} AS VARCHAR), 1, {MAX_KEY_CHARS}) "
+                    f"AS __g{i}")
         group_cols.append(f"__g{i}")
-    measure_cols: list[str] = []
+    value_cols: list[str] = []
     for i, m in enumerate(plan.measures):
         if m.expr is not None:
-            lo, hi = (f"CAST({_text(m.lower)} AS DOUBLE)", f"CAST({_text(m.upper)} AS DOUBLE)")
-            cols.append(f"least(greatest(CAST({_row(m.expr, alias)} AS DOUBLE), {lo}), {hi}) "
-                        f"AS __m{i}")
-    rank_args = ", ".join([_text(salt), "__unit", *group_cols, *(
-        f"__m{i}" for i, m in enumerate(plan.measures) if m.expr is not None)])
+            value = f"CAST({_row(m.expr, alias, ids)} AS DOUBLE)"
+            cols.append(f"{measure_sql(m, value)} AS __m{i}")
+            value_cols.append(f"__m{i}")
+    rank_args = ", ".join([_text(salt), "__unit", *group_cols, *value_cols])
     outer = [f"{c} AS {quote(g.name)}" for c, g in zip(group_cols, plan.group_by, strict=True)]
     outer.append("count(DISTINCT __unit) AS __units")
+    measure_cols: list[str] = []
     for i, m in enumerate(plan.measures):
         if m.agg == "count":
             continue
         outer.append(f"coalesce(sum(__m{i}), 0) AS {quote(m.name)}")
         measure_cols.append(m.name)
-        if m.agg == "mean":
-            outer.append(f"count(__m{i}) AS {quote(m.name + '__n')}")
     group_clause = f" GROUP BY {', '.join(group_cols)}" if group_cols else ""
     sql = (
         f"WITH rows AS (SELECT {', '.join(cols)} FROM {source} WHERE {predicate}), "  # noqa: S608 - identifiers quoted, literals escaped
-        f"ranked AS (SELECT *, row_number() OVER (PARTITION BY __unit ORDER BY "
-        f"hash({rank_args})) AS __rank FROM rows) "
-        f"SELECT {', '.join(outer)} FROM ranked WHERE __rank <= {plan.max_contributions}"
-        f"{group_clause}"
+        f"kept AS (SELECT * FROM rows QUALIFY row_number() OVER (PARTITION BY __unit ORDER BY "
+        f"hash({rank_args})) <= {k}) "
+        f"SELECT {', '.join(outer)} FROM kept{group_clause}"
     )
-    return CompiledPlan(sql, tuple(g.name for g in plan.group_by), tuple(measure_cols))
+    return CompiledPlan(sql, "aggregate", tuple(g.name for g in plan.group_by),
+                        tuple(measure_cols))
 
 
 def referenced(plan: Plan) -> dict[str, set[str]]:
@@ -593,7 +686,7 @@ def referenced(plan: Plan) -> dict[str, set[str]]:
 
 
 __all__: Sequence[str] = [
-    "Call", "Col", "CompiledPlan", "DatasetColumns", "Expr", "Join", "Lit", "Plan",
-    "PlanGroup", "PlanMeasure", "compile_duckdb", "expr_from_dict", "expr_in_words",
-    "plan_in_words", "referenced", "validate",
+    "Call", "Col", "CompiledPlan", "DatasetColumns", "Expr", "Join", "Lit", "MeasureSql", "Plan",
+    "PlanGroup", "PlanMeasure", "clamp_double", "compile_duckdb", "expr_from_dict",
+    "expr_in_words", "matched_of", "plan_in_words", "referenced", "validate",
 ]

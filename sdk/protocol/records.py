@@ -23,6 +23,7 @@ from sdk.protocol.fields import (
 )
 
 RUN_STATUSES = ("succeeded", "refused", "failed")
+GUARANTEES = ("by construction", "depends on code review")
 LOG_KINDS = (
     "manifest_accepted",
     "upload_consumed",
@@ -164,11 +165,13 @@ class OutputRecord:
 
 @dataclass(frozen=True)
 class PrivacyRecord:
-    """What privacy the platform applied to one run."""
+    """What privacy the platform applied to one run. It carries no exact data-dependent figure
+    (no count of suppressed groups): ``guarantee`` says what the run's privacy rests on,
+    ``by construction`` (a plan) or ``depends on code review`` (custom code)."""
 
     mode: str
     min_group_size: int
-    suppressed_groups: int
+    guarantee: str
     epsilon_charged: str
     delta_charged: str
     budget_left: dict[str, str]
@@ -177,7 +180,7 @@ class PrivacyRecord:
         return {
             "mode": self.mode,
             "min_group_size": self.min_group_size,
-            "suppressed_groups": self.suppressed_groups,
+            "guarantee": self.guarantee,
             "epsilon_charged": self.epsilon_charged,
             "delta_charged": self.delta_charged,
             "budget_left": dict(self.budget_left),
@@ -192,7 +195,7 @@ class PrivacyRecord:
         return cls(
             mode=get_str(d, "mode", where, max_len=32),
             min_group_size=get_int(d, "min_group_size", where),
-            suppressed_groups=get_int(d, "suppressed_groups", where),
+            guarantee=get_choice(d, "guarantee", where, GUARANTEES),
             epsilon_charged=check_decimal(d["epsilon_charged"], f"{where}.epsilon_charged"),
             delta_charged=check_decimal(d["delta_charged"], f"{where}.delta_charged"),
             budget_left={

@@ -10,9 +10,13 @@ column. What a plan cannot express is therefore refused by construction, not by 
            SUM(LEAST(GREATEST(<row expr>, <lo>), <hi>)) AS <name>, -- clamped sum
            AVG(LEAST(GREATEST(<row expr>, <lo>), <hi>)) AS <name>  -- clamped mean
     FROM <dataset> [AS <alias>]
-    [[LEFT] JOIN <dataset> [AS <alias>] ON <first>.<id> = <other>.<id> | USING (<id>)] ...
+    [[LEFT | FULL] JOIN <dataset> [AS <alias>] ON <first>.<id> = <other>.<id> | USING (<id>)]
     [WHERE <row predicate>]
     [GROUP BY <group expr or name or position>, ...]
+
+    SELECT <first>.<id> FROM ... [JOIN ...] [WHERE ...]          -- a list release
+
+``<alias>.<id> IS [NOT] NULL`` tests the join (``matched``), never an identifier's value.
 
 ``COUNT(*)`` counts persons (the platform's unit), never rows. Row expressions use columns,
 literals, comparisons, ``AND``/``OR``/``NOT``, ``IS NULL``, ``IN (literals)``, ``BETWEEN``,
@@ -142,6 +146,9 @@ class _Translator:
         if isinstance(node, exp.Is):
             if not isinstance(node.expression, exp.Null):
                 raise _refuse("IS other than IS NULL", node)
+            matched = self.matched(node.this)
+            if matched is not None:
+                return Call("not", (matched,))
             return self.call("is_null", [node.this], node)
         if isinstance(node, exp.In):
             if node.args.get("query") or node.args.get("unnest") or node.args.get("field"):
@@ -177,6 +184,16 @@ class _Translator:
         if isinstance(node, exp.Window):
             raise _refuse("a window function", node)
         raise _refuse(f"the construct {_name(node)}", node)
+
+    def matched(self, node: exp.Expression) -> Call | None:
+        """``x.id IS NULL`` tests the join, not a value: ``NOT matched(x)``."""
+        inner = node.this if isinstance(node, exp.Paren) else node
+        if not isinstance(inner, exp.Column):
+            return None
+        col = self.column(inner)
+        if col.column != self.datasets[col.dataset].id_column:
+            return None
+        return Call("matched", (Lit(col.dataset),))
 
     def call(self, fn: str, args: list[exp.Expression], node: exp.Expression) -> Call:
         lo, hi = FUNCTIONS[fn]
@@ -327,7 +344,8 @@ def plan_from_sql(
                 raise _refuse(f"a {key.upper()} join", join)
         side = (join.side or "").upper()
         kind = (join.kind or "").upper()
-        if kind not in ("", "INNER") or side not in ("", "LEFT"):
+        if kind not in ("", "INNER", "OUTER") or side not in ("", "LEFT", "FULL") \
+                or (kind == "OUTER" and not side):
             raise _refuse(f"a {(side + ' ' + kind).strip()} join", join)
         other = table(join.this)
         first_id, other_id = datasets[first].id_column, datasets[other].id_column
@@ -344,10 +362,14 @@ def plan_from_sql(
                               "id columns", on)
         else:
             raise _refuse("a join without ON first.id = other.id", join)
-        joins.append(Join(other, "left" if side == "LEFT" else "inner"))
+        joins.append(Join(other, {"LEFT": "left", "FULL": "full"}.get(side, "inner")))
     where = None
     if select.args.get("where") is not None:
         where = tr.expr(select.args["where"].this)
+    if _is_list(select, tr, first):
+        plan = Plan(tuple(order), tuple(joins), where, (), (), max_contributions, "list")
+        validate(plan, datasets)
+        return plan
     groups: list[PlanGroup] = []
     measures: list[PlanMeasure] = []
     group_nodes: dict[str, exp.Expression] = {}
@@ -367,6 +389,19 @@ def plan_from_sql(
                 max_contributions)
     validate(plan, datasets)
     return plan
+
+
+def _is_list(select: exp.Select, tr: _Translator, first: str) -> bool:
+    """``SELECT first.id FROM ...`` without GROUP BY: a list release of the first input's own
+    identifiers (the platform decides which, from the joins and the predicate)."""
+    items = select.expressions
+    if len(items) != 1 or select.args.get("group") is not None:
+        return False
+    item = items[0].this if isinstance(items[0], exp.Alias) else items[0]
+    if not isinstance(item, exp.Column):
+        return False
+    col = tr.column(item)
+    return col == Col(first, tr.datasets[first].id_column)
 
 
 def _check_group_by(select: exp.Select, groups: list[PlanGroup],

@@ -1,9 +1,11 @@
 """Ready-made bundles for the seed's three analyses (DESIGN §6), with validated parameters.
 
-Each template turns a parameter mapping into a ``TemplateBundle``: a DuckDB SELECT over the
-tables named exactly as the datasets (one row per privacy unit), the ``OutputSpec`` the platform
-enforces, and the name of the post-processing that derives the headline figures from the
-released (already protected) table. Post-processing (in the worker, ``enclave.privacy._post``)
+Each template turns a parameter mapping into a ``TemplateBundle``: a query plan
+(:mod:`sdk.protocol.plan`: the person is the unit, the platform bounds, aggregates and noises),
+the ``OutputSpec`` that plan implies, and the name of the post-processing that derives the
+headline figures from the released (already protected) table. The columns a template reads
+must have the right roles in the manifest (``dimension`` for group keys, ``measure`` for
+measured values); the plan is refused otherwise, naming the column. Post-processing (in the worker, ``enclave.privacy._post``)
 never sees row-level data, so it costs no privacy. This module is pure: parties generate and
 review template bundles with it, and the worker regenerates the code to compare, without pandas,
 DuckDB or OpenDP. Parameter errors raise ``InputError`` (E_INPUT).
@@ -20,8 +22,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from sdk.errors import InputError
+from sdk.protocol.admission import plan_output
 from sdk.protocol.fields import check_decimal, check_name
-from sdk.protocol.spec import DPSpec, GroupKey, Measure, OutputSpec
+from sdk.protocol.plan import Call, Col, Expr, Join, Lit, Plan, PlanGroup, PlanMeasure
+from sdk.protocol.spec import DPSpec, OutputSpec
 
 
 def quote(name: str) -> str:
@@ -51,6 +55,22 @@ class TemplateBundle:
     code: str
     output: OutputSpec
     post: str
+    plan: Plan
+
+
+COUNT = PlanMeasure("n_units", "count")
+
+
+def _template(plan: Plan, post: str, *, dp: DPSpec | None, min_group_size: int | None,
+              max_groups: int = 10_000) -> TemplateBundle:
+    privacy = OutputSpec(mode=plan.release, privacy_unit="person", dp=dp,
+                         min_group_size=min_group_size, max_groups=max_groups)
+    return TemplateBundle("template", "", plan_output(plan, privacy), post, plan)
+
+
+def _positive(value: Expr) -> Expr:
+    """1 when ``value`` (0/1, an integer or a boolean) is above 0, else 0."""
+    return Call("if", (Call("gt", (Call("to_int", (value,)), Lit(0))), Lit(1), Lit(0)))
 
 
 def _name(params: Mapping[str, object], key: str, default: str | None = None) -> str:
@@ -101,23 +121,14 @@ def overlap(params: Mapping[str, object]) -> TemplateBundle:
     left, right = _name(params, "left"), _name(params, "right")
     if left == right:
         raise InputError("overlap needs two different datasets")
-    lid, rid = _name(params, "left_id", "id"), _name(params, "right_id", "id")
-    code = f"""SELECT COALESCE(l.id, r.id) AS unit,
-  CASE WHEN l.id IS NOT NULL AND r.id IS NOT NULL THEN 'both'
-       WHEN l.id IS NOT NULL THEN 'left_only' ELSE 'right_only' END AS side
-FROM (SELECT DISTINCT {quote(lid)} AS id FROM {quote(left)} WHERE {quote(lid)} IS NOT NULL) AS l
-FULL OUTER JOIN
-     (SELECT DISTINCT {quote(rid)} AS id FROM {quote(right)} WHERE {quote(rid)} IS NOT NULL) AS r
-ON l.id = r.id"""  # noqa: S608
-    spec = OutputSpec(
-        mode="aggregate",
-        privacy_unit="unit",
-        group_by=(GroupKey("side", SIDE_DOMAIN),),
-        min_group_size=_min_size(params),
-        dp=_dp(params, required=False),
-        max_groups=len(SIDE_DOMAIN),
-    )
-    return TemplateBundle("sql", code, spec, "overlap")
+    _name(params, "left_id", "id"), _name(params, "right_id", "id")
+    both = Call("and", (Call("matched", (Lit(left),)), Call("matched", (Lit(right),))))
+    side = Call("if", (both, Lit("both"), Call("if", (Call("matched", (Lit(left),)),
+                                                      Lit("left_only"), Lit("right_only")))))
+    plan = Plan((left, right), (Join(right, "full"),), None,
+                (PlanGroup("side", side, SIDE_DOMAIN),), (COUNT,))
+    return _template(plan, "overlap", dp=_dp(params, required=False),
+                     min_group_size=_min_size(params), max_groups=len(SIDE_DOMAIN))
 
 
 def incrementality(params: Mapping[str, object]) -> TemplateBundle:
@@ -149,41 +160,27 @@ def incrementality(params: Mapping[str, object]) -> TemplateBundle:
     exposure, conversions = _name(params, "exposure"), _name(params, "conversions")
     if exposure == conversions:
         raise InputError("incrementality needs two different datasets")
-    eid, cid = _name(params, "exposure_id", "id"), _name(params, "conversion_id", "id")
+    _name(params, "exposure_id", "id"), _name(params, "conversion_id", "id")
     exposed, converted = (
         _name(params, "exposed", "exposed"),
         _name(params, "converted", "converted"),
     )
-    measures = [Measure("conversion_rate", "converted", "mean", "0", "1")]
-    spend_sql = ""
+    measures = [COUNT, PlanMeasure("conversion_rate", "mean",
+                                   _positive(Col(conversions, converted)), "0", "1")]
     if params.get("spend") is not None:
         spend = _name(params, "spend")
         upper = check_decimal(params.get("spend_upper"), "params.spend_upper")
         lower = check_decimal(params.get("spend_lower", "0"), "params.spend_lower")
         if Decimal(lower) > Decimal(upper):
             raise InputError("params: spend_lower above spend_upper")
-        measures.append(Measure("spend_per_user", "spend", "mean", lower, upper))
-        spend_sql = f", sum(TRY_CAST({quote(spend)} AS DOUBLE)) AS spend"
-    code = f"""WITH e AS (
-  SELECT {quote(eid)} AS id,
-         CASE WHEN max(CAST(CAST({quote(exposed)} AS INTEGER) > 0 AS INTEGER)) > 0
-              THEN '1' ELSE '0' END AS exposed
-  FROM {quote(exposure)} WHERE {quote(eid)} IS NOT NULL GROUP BY 1),
-c AS (
-  SELECT {quote(cid)} AS id,
-         max(CAST(CAST({quote(converted)} AS INTEGER) > 0 AS INTEGER)) AS converted{spend_sql}
-  FROM {quote(conversions)} WHERE {quote(cid)} IS NOT NULL GROUP BY 1)
-SELECT e.id AS unit, e.exposed, c.* EXCLUDE (id) FROM e JOIN c ON e.id = c.id"""  # noqa: S608
-    spec = OutputSpec(
-        mode="aggregate",
-        privacy_unit="unit",
-        group_by=(GroupKey("exposed", EXPOSED_DOMAIN),),
-        measures=tuple(measures),
-        min_group_size=_min_size(params),
-        dp=_dp(params, required=True),
-        max_groups=len(EXPOSED_DOMAIN),
-    )
-    return TemplateBundle("sql", code, spec, "incrementality")
+        measures.append(PlanMeasure("spend_per_user", "mean",
+                                    Call("to_decimal", (Col(conversions, spend),)), lower, upper))
+    group = PlanGroup("exposed", Call("to_text", (_positive(Col(exposure, exposed)),)),
+                      EXPOSED_DOMAIN)
+    plan = Plan((exposure, conversions), (Join(conversions, "inner"),), None, (group,),
+                tuple(measures))
+    return _template(plan, "incrementality", dp=_dp(params, required=True),
+                     min_group_size=_min_size(params), max_groups=len(EXPOSED_DOMAIN))
 
 
 def enrichment(params: Mapping[str, object]) -> TemplateBundle:
@@ -216,7 +213,7 @@ def enrichment(params: Mapping[str, object]) -> TemplateBundle:
     accounts, attributes = _name(params, "accounts"), _name(params, "attributes")
     if accounts == attributes:
         raise InputError("enrichment needs two different datasets")
-    aid, pid = _name(params, "accounts_id", "id"), _name(params, "attributes_id", "id")
+    _name(params, "accounts_id", "id"), _name(params, "attributes_id", "id")
     segment, score = _name(params, "segment", "segment"), _name(params, "score")
     lower = check_decimal(params.get("score_lower"), "params.score_lower")
     upper = check_decimal(params.get("score_upper"), "params.score_upper")
@@ -230,23 +227,12 @@ def enrichment(params: Mapping[str, object]) -> TemplateBundle:
         if not segments or len(set(segments)) != len(segments):
             raise InputError("params.segments: expected distinct names")
         domain = tuple(segments)
-    code = f"""SELECT a.id AS unit, p.segment, p.score
-FROM (SELECT DISTINCT {quote(aid)} AS id FROM {quote(accounts)} WHERE {quote(aid)} IS NOT NULL) AS a
-JOIN (SELECT {quote(pid)} AS id, CAST({quote(segment)} AS VARCHAR) AS segment,
-             {quote(score)} AS score
-      FROM {quote(attributes)} WHERE {quote(pid)} IS NOT NULL
-      QUALIFY row_number() OVER (PARTITION BY {quote(pid)}
-                                 ORDER BY {quote(segment)}, {quote(score)}) = 1) AS p
-ON a.id = p.id"""  # noqa: S608
-    spec = OutputSpec(
-        mode="aggregate",
-        privacy_unit="unit",
-        group_by=(GroupKey("segment", domain),),
-        measures=(Measure("mean_score", "score", "mean", lower, upper),),
-        min_group_size=_min_size(params),
-        dp=_dp(params, required=False),
-    )
-    return TemplateBundle("sql", code, spec, "enrichment")
+    plan = Plan((accounts, attributes), (Join(attributes, "inner"),), None,
+                (PlanGroup("segment", Call("to_text", (Col(attributes, segment),)), domain),),
+                (COUNT, PlanMeasure("mean_score", "mean",
+                                    Call("to_decimal", (Col(attributes, score),)), lower, upper)))
+    return _template(plan, "enrichment", dp=_dp(params, required=False),
+                     min_group_size=_min_size(params))
 
 
 TEMPLATES: dict[str, Callable[[Mapping[str, object]], TemplateBundle]] = {

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sdk.errors import AttestationError, InputError, LogError, SignatureError
 from sdk.protocol import merkle
+from sdk.protocol.admission import admit_bundle
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.clock import parse_time
 from sdk.protocol.dsse import Envelope, open_envelope, payload_type
@@ -100,11 +101,15 @@ def verify_upload(envelope: Envelope, manifest: Manifest, manifest_digest: str) 
 def verify_bundle(
     envelope: Envelope, manifest: Manifest, manifest_digest: str, *, now: datetime
 ) -> Bundle:
-    """Verify a query bundle: signed by its author (a party), bound to this room, in time.
+    """Verify a query bundle: signed by its author (a party), bound to this room, in time,
+    and admitted by the room's column policies (:func:`sdk.protocol.admission.admit_bundle`).
 
     Raises:
         SignatureError: not signed by the party it names as author.
-        InputError: another room/manifest, unknown datasets or recipients, outside its window.
+        InputError: another room/manifest, unknown datasets or recipients, outside its window,
+            a template bundle its template does not generate.
+        QueryRejectedError: a plan outside the column roles, or custom code over a dataset
+            whose owner did not allow it.
     """
     payload, result = open_envelope(envelope, Bundle.KIND, manifest.signing_keys(), threshold=1)
     bundle = Bundle.from_dict(payload)
@@ -124,6 +129,7 @@ def verify_bundle(
         raise InputError("bundle: outside its validity window")
     if (bundle.kind == "template") != (bundle.template is not None):
         raise InputError("bundle: template kind and template name go together")
+    admit_bundle(manifest, bundle)
     return bundle
 
 
