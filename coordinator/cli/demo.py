@@ -226,6 +226,9 @@ id_kind = "email"          # trimmed, lowercased and SHA-256 hashed before seali
 min_group_size = 50
 epsilon_budget = "4"
 schema = {schema(BRAND_SCHEMA)}
+# what a query may do with each column (a column without a role is private: never read)
+roles = {{ plan = "dimension", employees = "filter", converted = "measure", arr = "measure" }}
+allow_custom_code = false  # whole-table custom code may not read this dataset
 
 [[datasets]]
 name = "visitors"
@@ -235,6 +238,8 @@ id_kind = "email"
 min_group_size = 50
 epsilon_budget = "4"
 schema = {schema(PUBLISHER_SCHEMA)}
+roles = {{ exposed = "dimension", segment = "dimension", visits = "measure" }}
+allow_custom_code = false
 
 [workers]
 providers = ["simulated"]

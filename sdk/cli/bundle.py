@@ -1,8 +1,11 @@
 """``sealroom bundle``: write, submit, approve and revoke query bundles (DESIGN §5 step 4).
 
-* ``bundle new`` signs a bundle as this party: from a ``.py``/``.sql`` file plus an output spec
-  (JSON), or from a ready-made template (``--template overlap|incrementality|enrichment`` with
-  ``--param k=v``; the template's inputs and identifier columns are filled from the manifest).
+* ``bundle new`` signs a bundle as this party: a query plan (``--query FILE``: one SELECT in
+  the plan grammar, Python builder code, or plan JSON; privacy by ``--epsilon``, ``--delta``,
+  ``--min-group-size``, ``--max-contributions``, ``--domain NAME=a,b``), a ready-made template
+  (``--template overlap|incrementality|enrichment`` with ``--param k=v``; inputs filled from the
+  manifest), or, only where every input's owner allowed it, whole-table custom code
+  (``--custom-code FILE --output-spec FILE --input DATASET``).
 * ``bundle submit`` sends it to the coordinator.
 * ``bundle approve`` / ``bundle revoke`` sign this party's decision on one exact bundle digest,
   after verifying the bundle against the pinned manifest (and, for templates, that its code and
@@ -23,11 +26,15 @@ from sdk.cli.context import Context, short
 from sdk.errors import InputError
 from sdk.party.bundles import (
     TEMPLATE_NAMES,
+    PlanPrivacy,
     build_template,
     decide,
     load_bundle,
+    parse_domains,
     parse_inputs,
     parse_params,
+    plan_from_source,
+    plan_output_for,
     template_inputs,
 )
 from sdk.party.files import read_json_file, write_json_file
@@ -38,38 +45,67 @@ from sdk.protocol.spec import OutputSpec
 from sdk.protocol.verify import verify_bundle
 
 
+def _privacy(args: argparse.Namespace) -> PlanPrivacy:
+    return PlanPrivacy(
+        epsilon=args.epsilon, delta=args.delta, min_group_size=args.min_group_size,
+        max_contributions=args.max_contributions or 1,
+        domains=parse_domains(args.domain or []),
+        max_groups=args.max_groups or 10_000,
+    )
+
+
 def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
     """Write a signed bundle file."""
     room = load_room(ctx, args.room)
     key = ctx.key()
     params = parse_params(args.param or [])
     template: str | None = None
+    plan = None
+    chosen = [x for x in (args.template, args.query, args.code) if x]
+    if len(chosen) != 1:
+        raise InputError("give one of --query FILE, --template NAME or --custom-code FILE")
     if args.template:
-        if args.code or args.output_spec:
-            raise InputError("--template replaces --code and --output-spec")
+        if args.output_spec:
+            raise InputError("--template replaces --output-spec")
         inputs: list[str | tuple[str, int]] = list(template_inputs(room, params))
         if args.input:
             inputs = parse_inputs(args.input)
         template = args.template
-        kind, code, output = build_template(args.template, params)
-        kind = "template"
+        built = build_template(args.template, params)
+        kind, code, output, plan = "template", built.code, built.output, built.plan
+    elif args.query:
+        if args.output_spec or params:
+            raise InputError("a plan implies its output spec: use --epsilon, --domain, ... "
+                             "instead of --output-spec or --param")
+        privacy = _privacy(args)
+        kind, code, plan = plan_from_source(room, Path(args.query), privacy)
+        output = plan_output_for(plan, privacy)
+        inputs = list(plan.inputs)
+        if args.input:
+            pinned = parse_inputs(args.input)
+            if [i if isinstance(i, str) else i[0] for i in pinned] != list(plan.inputs):
+                raise InputError("--input must name the plan's inputs, in order")
+            inputs = pinned
     else:
-        if not args.code or not args.output_spec or not args.input:
-            raise InputError("give --code FILE, --output-spec FILE and --input DATASET")
+        if not args.output_spec or not args.input:
+            raise InputError("custom code needs --output-spec FILE and --input DATASET")
         path = Path(args.code)
         kind = {".py": "python", ".sql": "sql"}.get(path.suffix.lower(), "")
         if not kind:
-            raise InputError("--code must be a .py or .sql file")
+            raise InputError("--custom-code must be a .py or .sql file")
         code = path.read_text(encoding="utf-8")
         output = OutputSpec.from_dict(read_json_file(args.output_spec, "output spec"))
         inputs = parse_inputs(args.input)
+        ctx.say("custom code: privacy depends on code review; it runs only where every input's "
+                "owner set allow_custom_code")
     recipients = args.recipient or [key.name]
+    source = args.query or args.code
     envelope = make_bundle(
         key,
         room.manifest,
         room.digest,
         sequence=args.sequence or int(time.time()),
-        title=args.title or (f"{template} template" if template else Path(args.code).stem),
+        title=args.title or (f"{template} template" if template else Path(source).stem),
         purpose=args.purpose or "",
         kind=kind,
         code=code,
@@ -80,6 +116,7 @@ def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
         template=template,
         max_runs=args.max_runs,
         valid_days=args.valid_days,
+        plan=plan,
     )
     verify_bundle(envelope, room.manifest, room.digest, now=utcnow())
     out = Path(args.out) if args.out else Path(f"bundle-{short(envelope.digest())}.json")
@@ -92,7 +129,7 @@ def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
     """Send a bundle to the coordinator."""
     room = load_room(ctx, args.room)
-    envelope, bundle = load_bundle(ctx, room, args.bundle, check_template=False)
+    envelope, bundle = load_bundle(ctx, room, args.bundle)
     ctx.client().submit_bundle(room.room_id, envelope)
     ctx.say(f"submitted bundle {envelope.digest()} ({bundle.title})")
     ctx.say(f"every party reviews it: sealroom bundle review {short(envelope.digest())}")
@@ -137,8 +174,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     bundle = sub.add_parser("bundle", help="query bundles: write, review, approve")
     bsub = bundle.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     new = bsub.add_parser("new", parents=[common], help="write and sign a bundle")
-    new.add_argument("--code", help="a .py or .sql file")
-    new.add_argument("--output-spec", help="the output spec (JSON)")
+    new.add_argument("--query", help="a plan: .sql (one SELECT), .py (builder code) or .json")
+    new.add_argument("--epsilon", help="plan: DP epsilon per run (no DP without it)")
+    new.add_argument("--delta", help="plan: DP delta (needed for group keys without a domain)")
+    new.add_argument("--min-group-size", type=int, help="plan: a stricter minimum group size")
+    new.add_argument("--max-contributions", type=int, help="plan: rows kept per person")
+    new.add_argument("--max-groups", type=int, help="plan: most groups released")
+    new.add_argument("--domain", action="append", help="plan: public domain NAME=a,b,c")
+    new.add_argument("--custom-code", "--code", dest="code",
+                     help="whole-table .py/.sql custom code (owners must allow it)")
+    new.add_argument("--output-spec", help="custom code: the output spec (JSON)")
     new.add_argument("--template", choices=TEMPLATE_NAMES)
     new.add_argument("--param", action="append", help="template parameter KEY=VALUE")
     new.add_argument("--input", action="append", help="DATASET or DATASET@VERSION")

@@ -1,7 +1,8 @@
 """``sealroom bundle review``: everything a party should read before it signs an approval.
 
 It shows the bundle verified against the pinned manifest (author's signature, room binding,
-validity window, template code regenerated and compared), its inputs with their owners, the
+validity window, admitted by the column policies, a template's plan regenerated and compared),
+the plan in words with every column it reads and its owner's role, its inputs with their owners, the
 output spec, the recipients, the privacy cost against each dataset's remaining epsilon budget
 (derived from the verified room log, never from a counter the coordinator reports), the
 approvals so far (each verified), the code, and a short risk report.
@@ -14,8 +15,9 @@ from typing import Any
 
 from sdk.cli.context import Context, short
 from sdk.party.bundles import load_bundle
-from sdk.party.review import approval_states, budget_lines, risk_report
+from sdk.party.review import approval_states, budget_lines, plan_lines, risk_report
 from sdk.party.trust import PinnedRoom, fetch_log, fetch_workers, load_room
+from sdk.protocol.admission import guarantee_of
 from sdk.protocol.models import Bundle
 from sdk.protocol.policy import effective_min_group_size
 
@@ -51,8 +53,11 @@ def cmd_review(ctx: Context, args: argparse.Namespace) -> int:
     ctx.say(f"title     {bundle.title}")
     ctx.say(f"purpose   {bundle.purpose or '-'}")
     ctx.say(f"author    {bundle.author} (signature verified)   sequence {bundle.sequence}")
-    kind = bundle.kind if bundle.template is None else f"template {bundle.template} (code regenerated and identical)"
+    kind = bundle.kind if bundle.template is None else f"template {bundle.template} (plan regenerated and identical)"
     ctx.say(f"kind      {kind}")
+    ctx.say(f"privacy   {guarantee_of(bundle).upper()}"
+            + ("" if bundle.plan is not None else ": the platform cannot check what this "
+               "code computes; only your reading of it protects your data"))
     if bundle.params:
         ctx.say("params    " + ", ".join(f"{k}={v}" for k, v in sorted(bundle.params.items())))
     ctx.say(f"runs      {log.runs_of(digest)} of at most {bundle.max_runs}; valid "
@@ -65,6 +70,12 @@ def cmd_review(ctx: Context, args: argparse.Namespace) -> int:
         for i in bundle.inputs
     ])
     ctx.say("")
+    plan = plan_lines(room, bundle)
+    if plan:
+        ctx.say("plan (what runs, in words):")
+        for line in plan:
+            ctx.say(f"  - {line}")
+        ctx.say("")
     ctx.table(["output spec", ""], _spec_rows(room, bundle))
     ctx.say("")
     rows = [
@@ -82,9 +93,9 @@ def cmd_review(ctx: Context, args: argparse.Namespace) -> int:
     ctx.say("risk report:" if risks else "risk report: nothing stood out")
     for risk in risks:
         ctx.say(f"  - {risk}")
-    if not args.no_code:
+    if not args.no_code and bundle.code:
         ctx.say("")
-        ctx.say(f"code ({'sql' if bundle.kind == 'template' else bundle.kind}):")
+        ctx.say(f"code ({bundle.kind}):")
         for line in bundle.code.splitlines():
             ctx.say(f"  | {line}")
     ctx.say("")

@@ -64,7 +64,8 @@ def describe_manifest(ctx: Context, envelope: Envelope, manifest: Manifest) -> N
         ],
     )
     ctx.table(
-        ["dataset", "owner", "id (kind)", "min group", "epsilon budget", "columns"],
+        ["dataset", "owner", "id (kind)", "min group", "epsilon budget", "custom code",
+         "columns (type, role)"],
         [
             (
                 d.name,
@@ -72,7 +73,8 @@ def describe_manifest(ctx: Context, envelope: Envelope, manifest: Manifest) -> N
                 f"{d.id_column} ({d.id_kind})",
                 d.min_group_size,
                 d.epsilon_budget,
-                ", ".join(f"{c.name}:{c.type}" for c in d.schema),
+                "ALLOWED (privacy depends on code review)" if d.allow_custom_code else "refused",
+                ", ".join(f"{c.name}:{c.type}:{d.role(c.name)}" for c in d.schema),
             )
             for d in manifest.datasets
         ],
@@ -228,10 +230,12 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     ctx.say("")
     ctx.say("verified on this machine from the signed log")
     ctx.table(
-        ["dataset", "epsilon budget", "spent", "left", "min group"],
+        ["dataset", "epsilon budget", "spent", "left", "min group", "queries"],
         [
             (d.name, d.epsilon_budget, str(log.spent(d.name)), str(log.left(d)),
-             d.min_group_size)
+             d.min_group_size,
+             "plans, and CUSTOM CODE (privacy depends on code review)" if d.allow_custom_code
+             else "plans only (privacy by construction)")
             for d in room.manifest.datasets
         ],
     )

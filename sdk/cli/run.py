@@ -40,7 +40,7 @@ from sdk.party.trust import load_room
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     """Start a run of an approved bundle and wait for its end."""
     room = load_room(ctx, args.room)
-    envelope, bundle = load_bundle(ctx, room, args.bundle, check_template=False)
+    envelope, bundle = load_bundle(ctx, room, args.bundle)
     run = start_run(ctx, room, envelope, idempotency_key=args.idempotency_key)
     run_id = str(run["run_id"])
     ctx.note(f"run {run_id} of {short(envelope.digest())} ({bundle.title}) queued")

@@ -1,14 +1,16 @@
 """Bundles from a party's side: template bundles generated from parameters, bundles loaded
 and verified against the pinned manifest, and approvals or revocations signed and sent.
 
-Template generation is :mod:`sdk.protocol.templates` (pure: no pandas, DuckDB or OpenDP), the
-same code the worker uses to regenerate and compare.
+Plans come from a ``.sql`` file (:mod:`sdk.protocol.sqlplan`), Python builder code
+(:mod:`sdk.party.pyplan`) or plan JSON; templates are plans too (:mod:`sdk.protocol.templates`,
+pure: the worker regenerates and compares). Whole-table custom code is the explicit exception.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from sdk.protocol import templates
 from sdk.protocol.clock import utcnow
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.models import Bundle
+from sdk.protocol.plan import Plan, validate
 from sdk.protocol.spec import OutputSpec
 from sdk.protocol.verify import verify_bundle
 
@@ -28,13 +31,94 @@ TEMPLATE_NAMES = tuple(templates.TEMPLATES)
 _DECIMAL_PARAM = re.compile(r"(epsilon|delta|lower|upper)")
 
 
-def build_template(name: str, params: dict[str, Any]) -> tuple[str, str, OutputSpec]:
-    """(kind, code, output spec) that template ``name`` generates from ``params``.
+def build_template(name: str, params: dict[str, Any]) -> templates.TemplateBundle:
+    """What template ``name`` generates from ``params``: its plan and output spec.
 
     Raises ``InputError`` for an unknown template or bad parameters.
     """
-    built = templates.build(name, params)
-    return built.kind, built.code, built.output
+    return templates.build(name, params)
+
+
+@dataclass(frozen=True)
+class PlanPrivacy:
+    """The privacy parameters an author chooses for a plan bundle (the rest of the output spec
+    is implied by the plan)."""
+
+    epsilon: str | None = None
+    delta: str | None = None
+    min_group_size: int | None = None
+    max_contributions: int = 1
+    domains: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    max_groups: int = 10_000
+
+
+def parse_domains(specs: list[str]) -> dict[str, tuple[str, ...]]:
+    """``NAME=a,b,c`` public domains of group keys."""
+    out: dict[str, tuple[str, ...]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or not name:
+            raise InputError(f"--domain {spec[:60]!r}: expected NAME=VALUE,VALUE,...")
+        out[name] = tuple(v.strip() for v in values.split(",") if v.strip())
+    return out
+
+
+def plan_from_source(room: PinnedRoom, path: Path, privacy: PlanPrivacy) -> tuple[str, str, Plan]:
+    """(kind, source, plan) of a ``.sql`` (one SELECT in the plan grammar), ``.py`` (builder
+    code assigning ``plan``) or ``.json`` (a plan) file.
+
+    Raises ``QueryRejectedError`` naming the construct and its position for what the plan
+    language cannot express, or a column read outside its role; ``InputError`` otherwise.
+    """
+    from sdk.protocol.admission import plan_columns
+
+    suffix = path.suffix.lower()
+    if suffix not in (".sql", ".py", ".json"):
+        raise InputError("a plan comes from a .sql, .py or .json file")
+    source = path.read_text(encoding="utf-8")
+    columns = plan_columns(room.manifest)
+    if suffix == ".sql":
+        from sdk.protocol.sqlplan import plan_from_sql
+
+        plan = plan_from_sql(source, columns, max_contributions=privacy.max_contributions,
+                             domains=privacy.domains)
+        kind = "sql"
+    elif suffix == ".py":
+        from sdk.party.pyplan import plan_from_python
+
+        plan = _with_privacy(plan_from_python(source), privacy)
+        kind = "python"
+    else:
+        from sdk.protocol.canonical import parse_json
+
+        plan = _with_privacy(Plan.from_dict(parse_json(source.encode("utf-8"))), privacy)
+        kind, source = "plan", ""
+    validate(plan, columns)
+    return kind, source, plan
+
+
+def _with_privacy(plan: Plan, privacy: PlanPrivacy) -> Plan:
+    """Domains given on the command line fill in groups that have none."""
+    groups = tuple(replace(g, domain=privacy.domains.get(g.name, g.domain))
+                   for g in plan.group_by)
+    contributions = privacy.max_contributions if privacy.max_contributions != 1 \
+        else plan.max_contributions
+    return replace(plan, group_by=groups, max_contributions=contributions)
+
+
+def plan_output_for(plan: Plan, privacy: PlanPrivacy) -> OutputSpec:
+    """The output spec a plan implies, with the author's privacy parameters."""
+    from sdk.protocol.admission import plan_output
+    from sdk.protocol.spec import DPSpec
+
+    dp = None
+    if privacy.epsilon is not None:
+        dp = DPSpec.from_dict({"epsilon": privacy.epsilon, "delta": privacy.delta or "0"})
+    elif privacy.delta is not None:
+        raise InputError("--delta needs --epsilon")
+    like = OutputSpec(mode=plan.release, privacy_unit="person", dp=dp,
+                      min_group_size=privacy.min_group_size, max_groups=privacy.max_groups)
+    return plan_output(plan, like)
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -90,11 +174,10 @@ def parse_inputs(specs: list[str]) -> list[str | tuple[str, int]]:
     return out
 
 
-def load_bundle(session: Session, room: PinnedRoom, ref: str, *, check_template: bool = True
-                ) -> tuple[Envelope, Bundle]:
+def load_bundle(session: Session, room: PinnedRoom, ref: str) -> tuple[Envelope, Bundle]:
     """A bundle by file or by digest (fetched from the coordinator), verified against the
-    pinned manifest; with ``check_template`` (reviews and approvals), a template bundle must
-    be exactly what its template generates (the worker checks this again before running)."""
+    pinned manifest and admitted by its column policies (a template bundle must be exactly
+    what its template generates; the worker checks all of it again before running)."""
     if Path(ref).is_file():
         envelope = read_envelope_file(ref, "bundle")
     elif re.fullmatch(r"[0-9a-f]{6,64}", ref):
@@ -102,13 +185,6 @@ def load_bundle(session: Session, room: PinnedRoom, ref: str, *, check_template:
     else:
         raise InputError(f"{ref!r} is neither a bundle file nor a bundle digest")
     bundle = verify_bundle(envelope, room.manifest, room.digest, now=utcnow())
-    if check_template and bundle.template is not None:
-        _kind, code, output = build_template(bundle.template, dict(bundle.params))
-        if code != bundle.code or output != bundle.output:
-            raise InputError(
-                f"bundle: code or output spec differ from what template {bundle.template!r} "
-                "generates from its parameters"
-            )
     return envelope, bundle
 
 

@@ -26,10 +26,13 @@ from typing import Any
 
 from sdk.errors import error_for_code
 from sdk.party.bundles import (
+    PlanPrivacy,
     build_template,
     decide,
     load_bundle,
     parse_params,
+    plan_from_source,
+    plan_output_for,
     template_inputs,
 )
 from sdk.party.data import next_version, seal_dataset, upload_sealed, worker_for
@@ -51,9 +54,10 @@ from sdk.party.statements import make_bundle
 from sdk.party.trust import PinnedRoom, VerifiedLog, fetch_log, fetch_workers, load_room
 from sdk.protocol.clock import utcnow
 from sdk.protocol.models import Upload
+from sdk.protocol.plan import Plan
 from sdk.protocol.records import Receipt
 from sdk.protocol.spec import OutputSpec
-from sdk.protocol.verify import VerifiedReceipt, verify_manifest
+from sdk.protocol.verify import VerifiedReceipt, verify_bundle, verify_manifest
 
 
 @dataclass(frozen=True)
@@ -119,14 +123,31 @@ class Party:
         room = self.room()
         values = parse_params(params) if isinstance(params, list) else dict(params)
         inputs: list[str | tuple[str, int]] = list(template_inputs(room, values))
-        _kind, code, output = build_template(template, values)
-        return self._propose(room, "template", code, output, inputs, recipients, values,
-                             template, title or f"{template} template", purpose, max_runs)
+        built = build_template(template, values)
+        return self._propose(room, "template", built.code, built.output, inputs, recipients,
+                             values, template, title or f"{template} template", purpose,
+                             max_runs, built.plan)
+
+    def propose_plan(self, query_file: str | Path, *, recipients: list[str],
+                     privacy: PlanPrivacy | None = None, title: str = "", purpose: str = "",
+                     max_runs: int | None = None) -> str:
+        """Sign and submit a plan bundle from a ``.sql``/``.py``/``.json`` file; returns its
+        digest. Raises ``QueryRejectedError`` for what the plan language or the column roles
+        refuse."""
+        room = self.room()
+        privacy = privacy or PlanPrivacy()
+        path = Path(query_file)
+        kind, source, plan = plan_from_source(room, path, privacy)
+        return self._propose(room, kind, source, plan_output_for(plan, privacy),
+                             list(plan.inputs), recipients, {}, None, title or path.stem,
+                             purpose, max_runs, plan)
 
     def propose(self, code_file: str | Path, output_spec_file: str | Path, *,
                 inputs: list[str], recipients: list[str], params: dict[str, Any] | None = None,
                 title: str = "", purpose: str = "", max_runs: int | None = None) -> str:
-        """Sign and submit a ``.py``/``.sql`` bundle with an output spec; returns its digest."""
+        """Sign and submit whole-table custom code (a ``.py``/``.sql`` file with an output
+        spec); returns its digest. It runs only where every input's owner allowed custom code,
+        and its privacy depends on code review."""
         path = Path(code_file)
         kind = {".py": "python", ".sql": "sql"}[path.suffix.lower()]
         output = OutputSpec.from_dict(read_json_file(output_spec_file, "output spec"))
@@ -137,12 +158,13 @@ class Party:
     def _propose(self, room: PinnedRoom, kind: str, code: str, output: OutputSpec,
                  inputs: list[str | tuple[str, int]], recipients: list[str],
                  params: dict[str, Any], template: str | None, title: str, purpose: str,
-                 max_runs: int | None) -> str:
+                 max_runs: int | None, plan: Plan | None = None) -> str:
         envelope = make_bundle(self.session.key(), room.manifest, room.digest,
                                sequence=int(time.time()), title=title, purpose=purpose,
                                kind=kind, code=code, output=output, inputs=inputs,
                                recipients=recipients, params=params, template=template,
-                               max_runs=max_runs)
+                               max_runs=max_runs, plan=plan)
+        verify_bundle(envelope, room.manifest, room.digest, now=utcnow())
         self.session.client().submit_bundle(room.room_id, envelope)
         return envelope.digest()
 
@@ -162,7 +184,7 @@ class Party:
         """Start a run and (by default) wait for its end; a refused or failed run raises the
         error of its code."""
         room = self.room()
-        envelope, _bundle = load_bundle(self.session, room, bundle, check_template=False)
+        envelope, _bundle = load_bundle(self.session, room, bundle)
         run = start_run(self.session, room, envelope)
         if wait:
             run = wait_for_run(self.session, room, run, timeout=timeout)

@@ -63,9 +63,10 @@ def risk_report(room: PinnedRoom, bundle: Bundle, log: VerifiedLog | None) -> li
             "values come from the data)"
         )
     if spec.max_contributions > 1:
-        risks.append(f"each privacy unit may contribute {spec.max_contributions} rows")
-    if bundle.kind in ("python", "sql"):
-        risks.append(f"CUSTOM {bundle.kind.upper()} CODE: read it below")
+        risks.append(f"each person may contribute {spec.max_contributions} rows")
+    if bundle.custom_code:
+        risks.append(f"CUSTOM {bundle.kind.upper()} CODE: privacy depends on code review; the "
+                     "platform cannot check what it computes; read it below")
     if room.manifest.workers.allow_unisolated:
         risks.append("the room accepts UNISOLATED workers (development setting)")
     owners = {room.manifest.dataset(d).owner for d in bundle.datasets}
@@ -73,6 +74,25 @@ def risk_report(room: PinnedRoom, bundle: Bundle, log: VerifiedLog | None) -> li
         if recipient not in owners:
             risks.append(f"recipient {recipient} owns none of the inputs")
     return risks
+
+
+def plan_lines(room: PinnedRoom, bundle: Bundle) -> list[str]:
+    """The plan in words, then every column it reads with its owner's role: what a reviewer
+    approves (the worker runs exactly this plan). Empty for custom code."""
+    from sdk.protocol.plan import plan_in_words, referenced
+
+    plan = bundle.plan
+    if plan is None:
+        return []
+    lines = list(plan_in_words(plan))
+    for name, columns in sorted(referenced(plan).items()):
+        dataset = room.manifest.dataset(name)
+        used = [f"{dataset.id_column} (id, joined only)"] + [
+            f"{c} ({dataset.role(c)})" for c in sorted(columns)]
+        lines.append(f"reads {name} (owner {dataset.owner}): {', '.join(used)}")
+    if bundle.kind == "python":
+        lines.append("the Python code below is the author's builder; what runs is this plan")
+    return lines
 
 
 def approval_states(

@@ -81,6 +81,10 @@ def manifest_from_room_file(
                 min_group_size=int(d.get("min_group_size", room.get("min_group_size", DEFAULT_MIN_GROUP_SIZE))),
                 epsilon_budget=str(d.get("epsilon_budget", "10")),
                 delta_budget=str(d.get("delta_budget", "0.000001")),
+                roles=tuple(sorted((str(c), str(r)) for c, r in d.get("roles", {}).items()
+                                   if r != "private")),
+                allow_custom_code=_flag(d.get("allow_custom_code", False),
+                                        "allow_custom_code"),
             )
             for d in room["datasets"]
         ]
@@ -109,6 +113,12 @@ def manifest_from_room_file(
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"room file: missing or invalid field ({exc})") from exc
     return Manifest.from_dict(manifest_dict)  # full validation
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"room file: {name} must be true or false")
+    return value
 
 
 def sign_manifest(manifest: Manifest | Envelope, key: PartyKey) -> Envelope:

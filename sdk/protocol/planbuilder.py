@@ -182,6 +182,10 @@ class Dataset:
             raise QueryRejectedError("plan builder: a column is named by a string")
         return E(Col(self.name, column))
 
+    def matched(self) -> E:
+        """Whether the person has a row in this dataset (a fact of the join, not a value)."""
+        return E(Call("matched", (Lit(self.name),)))
+
 
 def dataset(name: str) -> Dataset:
     """A reference to the room's dataset ``name``."""
@@ -199,9 +203,10 @@ class Query:
     measures: tuple[PlanMeasure, ...] = ()
     contributions: int = 1
     domains: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    release: str = "aggregate"
 
     def join(self, other: Dataset, *, kind: str = "inner") -> Query:
-        """Join ``other`` on both datasets' id columns (``inner`` or ``left``)."""
+        """Join ``other`` on the person (``inner``, ``left`` or ``full``)."""
         return replace(self, joins=(*self.joins, Join(other.name, kind)))
 
     def where(self, condition: E) -> Query:
@@ -230,6 +235,10 @@ class Query:
         return replace(self, measures=(*self.measures, PlanMeasure(
             name, "mean", value.node, str(lower), str(upper))))
 
+    def list_ids(self) -> Query:
+        """Release the first dataset's own identifiers that pass (to its owner only)."""
+        return replace(self, release="list")
+
     def max_contributions(self, rows: int) -> Query:
         """Rows kept per person after the join (the platform chooses which)."""
         return replace(self, contributions=rows)
@@ -238,7 +247,8 @@ class Query:
         """The plan, in its canonical form (parsed back, so it is exactly what a bundle
         carries). Raises ``InputError`` for a malformed plan."""
         plan = Plan((self.first.name, *(j.dataset for j in self.joins)), self.joins,
-                    self.predicate, self.groups, self.measures, self.contributions)
+                    self.predicate, self.groups, self.measures, self.contributions,
+                    self.release)
         return Plan.from_dict(plan.to_dict())
 
 

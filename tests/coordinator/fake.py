@@ -29,6 +29,7 @@ from coordinator.launchers.base import (
 )
 from coordinator.launchers.errors import HardeningError
 from sdk.protocol import merkle
+from sdk.protocol.admission import guarantee_of
 from sdk.protocol.canonical import canonical_json
 from sdk.protocol.clock import now
 from sdk.protocol.dsse import Envelope, sign_envelope
@@ -162,7 +163,7 @@ class FakeLauncher(Launcher):
                         {"dataset": d, "epsilon": str(cost), "delta": "0"})
             outputs = {r: f"sealed-output-for-{r}-{run_id}".encode() for r in bundle.recipients}
             privacy = PrivacyRecord(
-                mode=bundle.output.mode, min_group_size=5, suppressed_groups=0,
+                mode=bundle.output.mode, min_group_size=5, guarantee=guarantee_of(bundle),
                 epsilon_charged=str(cost), delta_charged="0",
                 budget_left={d: str(Decimal(manifest.dataset(d).epsilon_budget)
                                     - spent.get(d, Decimal(0)) - cost) for d in bundle.datasets})

@@ -56,7 +56,6 @@ def test_canaries_never_in_errors() -> None:
         spec(group_by=[{"column": "missing"}]),
         spec(measures=[{"name": "m", "column": "note", "agg": "sum", "lower": "0", "upper": "1"}]),
         spec(group_by=[{"column": "seg"}], dp={"epsilon": "1"}),
-        spec(group_by=[{"column": "seg"}], max_groups=1),
         OutputSpec.from_dict(
             {"mode": "list", "privacy_unit": "uid", "list_column": "uid", "list_min_size": 5}
         ),

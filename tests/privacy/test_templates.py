@@ -12,11 +12,11 @@ import pytest
 
 from enclave.privacy import dp
 from enclave.privacy._post import mean_halfwidth, postprocess
-from enclave.privacy.aggregate import COUNT_COLUMN, apply_output_spec
+from enclave.privacy.aggregate import COUNT_COLUMN
 from sdk.errors import InputError, PrivacyError
 from sdk.protocol.spec import OutputSpec
 from sdk.protocol.templates import build, build_template
-from tests.privacy._util import hexid, run_sql
+from tests.privacy._util import hexid, run_template
 
 ALPHA = 1e-9
 
@@ -37,8 +37,7 @@ def overlap_tables() -> dict[str, pa.Table]:
 
 def test_overlap_exact(overlap_tables: dict[str, pa.Table]) -> None:
     bundle = build("overlap", {"left": "crm", "right": "publisher", "left_id": "email_sha"})
-    rows = run_sql(bundle.code, overlap_tables)
-    out = apply_output_spec(rows, bundle.output)
+    out = run_template(bundle, overlap_tables)
     f = figures(postprocess(bundle.post, out.table, out))
     assert f["overlap"][0] == 2000
     assert f["left_count"][0] == 3000 and f["right_count"][0] == 4000
@@ -52,7 +51,7 @@ def test_overlap_dp(overlap_tables: dict[str, pa.Table]) -> None:
         "overlap",
         {"left": "crm", "right": "publisher", "left_id": "email_sha", "epsilon": "3"},
     )
-    out = apply_output_spec(run_sql(bundle.code, overlap_tables), bundle.output)
+    out = run_template(bundle, overlap_tables)
     assert out.epsilon_charged == 3
     f = figures(postprocess(bundle.post, out.table, out))
     tol = dp.accuracy(out.noise[COUNT_COLUMN].scale, ALPHA)
@@ -67,7 +66,7 @@ def test_overlap_small_cell_suppressed() -> None:
         "b": pa.table({"id": [hexid(i) for i in range(10, 300)]}),  # left_only has 10 units
     }
     bundle = build("overlap", {"left": "a", "right": "b"})
-    out = apply_output_spec(run_sql(bundle.code, tables), bundle.output)
+    out = run_template(bundle, tables)
     f = figures(postprocess(bundle.post, out.table, out))
     assert f["overlap"][0] == 90
     assert f["left_count"][0] is None and f["left_match_rate"][0] is None
@@ -113,7 +112,7 @@ PARAMS = {"exposure": "pub", "conversions": "brand", "spend": "spend", "spend_up
 def test_incrementality_exact_when_noise_is_negligible() -> None:
     tables, truth = _incrementality_tables()
     bundle = build("incrementality", {**PARAMS, "epsilon": "1000000"})
-    out = apply_output_spec(run_sql(bundle.code, tables), bundle.output)
+    out = run_template(bundle, tables)
     f = figures(postprocess(bundle.post, out.table, out))
     for name, value in truth.items():
         assert f[name][0] == pytest.approx(value, abs=1e-4), name
@@ -122,7 +121,7 @@ def test_incrementality_exact_when_noise_is_negligible() -> None:
 def test_incrementality_dp_within_reported_accuracy() -> None:
     tables, truth = _incrementality_tables()
     bundle = build("incrementality", {**PARAMS, "epsilon": "5"})
-    out = apply_output_spec(run_sql(bundle.code, tables), bundle.output)
+    out = run_template(bundle, tables)
     assert set(out.accuracy) == {COUNT_COLUMN, "conversion_rate", "spend_per_user"}
     rows = {r["exposed"]: r for r in out.table.to_pylist()}
     for arm, rate_name in (("1", "exposed_conversion_rate"), ("0", "control_conversion_rate")):
@@ -180,7 +179,7 @@ ENRICH = {
 def test_enrichment_exact() -> None:
     tables, truth = _enrichment_tables()
     bundle = build("enrichment", ENRICH)
-    out = apply_output_spec(run_sql(bundle.code, tables), bundle.output)
+    out = run_template(bundle, tables)
     table = postprocess(bundle.post, out.table, out)
     got = {r["segment"]: r for r in table.to_pylist()}
     assert set(got) == set(truth)
@@ -195,7 +194,7 @@ def test_enrichment_exact() -> None:
 def test_enrichment_dp(extra: dict[str, object]) -> None:
     tables, truth = _enrichment_tables()
     bundle = build("enrichment", {**ENRICH, "epsilon": "4", **extra})
-    out = apply_output_spec(run_sql(bundle.code, tables), bundle.output)
+    out = run_template(bundle, tables)
     got = {r["segment"]: r for r in postprocess(bundle.post, out.table, out).to_pylist()}
     assert set(got) == set(truth)  # platinum (empty) is noised, far below 50
     for seg, mean in truth.items():
@@ -207,7 +206,7 @@ def test_enrichment_dp_without_segments_or_delta_refused() -> None:
     tables, _ = _enrichment_tables()
     bundle = build("enrichment", {**ENRICH, "epsilon": "1"})
     with pytest.raises(PrivacyError):
-        apply_output_spec(run_sql(bundle.code, tables), bundle.output)
+        run_template(bundle, tables)
 
 
 def test_unknown_template_and_post() -> None:

@@ -137,6 +137,8 @@ def make_manifest(alice: PartyKey, bob: PartyKey, platform: Signer) -> Manifest:
                 min_group_size=5,
                 epsilon_budget="10",
                 delta_budget="0.000001",
+                roles=(("converted", "measure"), ("spend", "measure")),
+                allow_custom_code=True,
             ),
             Dataset(
                 name="visits",
@@ -146,6 +148,8 @@ def make_manifest(alice: PartyKey, bob: PartyKey, platform: Signer) -> Manifest:
                 id_kind="sha256",
                 min_group_size=5,
                 epsilon_budget="10",
+                roles=(("segment", "dimension"),),
+                allow_custom_code=True,
             ),
         ),
         workers=WorkerPolicy(
@@ -277,7 +281,8 @@ def build(golden_dir: Path = GOLDEN_DIR) -> World:
         approval_digests=tuple(a.digest() for a in approvals),
         input_digests=(upload_env.digest(),),
         outputs=outputs,
-        privacy=PrivacyRecord("aggregate", 10, 1, "0.5", "0.000001", {"crm": "9.5"}),
+        privacy=PrivacyRecord("aggregate", 10, "depends on code review", "0.5", "0.000001",
+                              {"crm": "9.5"}),
         attestation_digest=attestation_env.digest(),
         attestation="simulated",
         isolation="none",

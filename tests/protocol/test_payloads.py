@@ -104,7 +104,7 @@ def test_every_mutation_is_parsed_or_an_input_error(name: str) -> None:
             parser(top)
 
 
-FREE_FORM = {"params", "details", "budget_left", "timings_ms"}  # maps of the caller's names
+FREE_FORM = {"params", "details", "budget_left", "timings_ms", "roles"}  # maps keyed by names
 
 
 @pytest.mark.parametrize("name", PAYLOADS)
