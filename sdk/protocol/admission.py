@@ -88,6 +88,12 @@ def admit_bundle(manifest: Manifest, bundle: Bundle) -> None:
                 "code (allow_custom_code); write the query as a plan instead")
         return
     plan = bundle.plan
+    if bundle.kind not in ("sql", "python", "plan", "template"):
+        raise QueryRejectedError(f"bundle: a plan bundle of kind {bundle.kind!r}")
+    if bundle.kind == "plan" and bundle.code:
+        raise QueryRejectedError("bundle: kind plan carries no code (review shows the plan)")
+    if bundle.kind != "template" and bundle.params:
+        raise QueryRejectedError("bundle: a plan bundle takes no params")
     if tuple(plan.inputs) != bundle.datasets:
         raise QueryRejectedError("bundle: inputs differ from the plan's inputs")
     validate(plan, plan_columns(manifest))

@@ -32,7 +32,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from sdk.errors import QueryRejectedError
+from sdk.errors import InputError, QueryRejectedError
 from sdk.protocol.plan import (
     FUNCTIONS,
     MAX_INT,
@@ -294,6 +294,20 @@ def plan_from_sql(
     if len(sql.encode("utf-8")) > MAX_SQL_BYTES:
         raise QueryRejectedError(f"sql: larger than {MAX_SQL_BYTES} bytes")
     try:
+        plan = _translate(sql, datasets, max_contributions, domains)
+        # the canonical form, with the plan parser's bounds on size and depth
+        plan = Plan.from_dict(plan.to_dict())
+    except RecursionError:
+        raise QueryRejectedError("sql: nests deeper than the plan language allows") from None
+    except InputError as exc:
+        raise QueryRejectedError(f"sql: {exc.message}") from None
+    validate(plan, datasets)
+    return plan
+
+
+def _translate(sql: str, datasets: Mapping[str, DatasetColumns], max_contributions: int,
+               domains: Mapping[str, tuple[str, ...]] | None) -> Plan:
+    try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except sqlglot.errors.ParseError as exc:
         problem = exc.errors[0] if exc.errors else {}
@@ -367,9 +381,7 @@ def plan_from_sql(
     if select.args.get("where") is not None:
         where = tr.expr(select.args["where"].this)
     if _is_list(select, tr, first):
-        plan = Plan(tuple(order), tuple(joins), where, (), (), max_contributions, "list")
-        validate(plan, datasets)
-        return plan
+        return Plan(tuple(order), tuple(joins), where, (), (), max_contributions, "list")
     groups: list[PlanGroup] = []
     measures: list[PlanMeasure] = []
     group_nodes: dict[str, exp.Expression] = {}
@@ -385,10 +397,8 @@ def plan_from_sql(
     if not measures:
         raise _refuse("a SELECT without COUNT(*), SUM or AVG", select)
     _check_group_by(select, groups, group_nodes, tr)
-    plan = Plan(tuple(order), tuple(joins), where, tuple(groups), tuple(measures),
+    return Plan(tuple(order), tuple(joins), where, tuple(groups), tuple(measures),
                 max_contributions)
-    validate(plan, datasets)
-    return plan
 
 
 def _is_list(select: exp.Select, tr: _Translator, first: str) -> bool:

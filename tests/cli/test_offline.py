@@ -18,7 +18,7 @@ from sdk.protocol import merkle
 from sdk.protocol.canonical import canonical_json
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.verify import log_leaf_hashes
-from tests.cli.conftest import REPO, fails, ok, sealroom
+from tests.cli.conftest import REPO, Result, fails, ok, sealroom
 from tests.kit import Room, demo_tables
 
 ROOM_TOML = """
@@ -41,6 +41,7 @@ id_column = "email"
 id_kind = "email"
 epsilon_budget = "3"
 schema = {{ email = "string", plan = "string", converted = "int" }}
+roles = {{ plan = "dimension", converted = "measure" }}
 
 [[datasets]]
 name = "visitors"
@@ -49,6 +50,7 @@ id_column = "email"
 id_kind = "email"
 epsilon_budget = "3"
 schema = {{ email = "string", exposed = "int" }}
+roles = {{ exposed = "dimension" }}
 
 [workers]
 providers = ["simulated"]
@@ -194,6 +196,55 @@ def test_bundle_from_template(world: dict[str, Path], signed_room: Path) -> None
                    "--template", "incrementality", "--param", "exposure=visitors",
                    "--param", "conversions=customers", home=world["home_brand"]),
           "E_INPUT")  # epsilon is required
+
+
+def _new(world: dict[str, Path], *args: str) -> Result:
+    return sealroom("--key", str(world["root"] / "brand.key"), "--room", "cliroom", "bundle",
+                    "new", *args, home=world["home_brand"])
+
+
+def test_bundle_from_a_sql_plan(world: dict[str, Path], signed_room: Path) -> None:
+    root = world["root"]
+    (root / "lift.sql").write_text(
+        "SELECT v.exposed AS exposed, COUNT(*) AS people,\n"
+        "       AVG(LEAST(GREATEST(c.converted, 0), 1)) AS rate\n"
+        "FROM customers c JOIN visitors v ON c.email = v.email GROUP BY 1")
+    res = ok(_new(world, "--query", str(root / "lift.sql"), "--epsilon", "1", "--domain",
+                  "exposed=0,1", "-o", str(root / "lift.json")))
+    assert "bundle " in res.out
+    bundle = json.loads(base64.b64decode(json.loads((root / "lift.json").read_text())["payload"]))
+    assert bundle["kind"] == "sql" and bundle["plan"]["group_by"][0]["domain"] == ["0", "1"]
+    assert bundle["output"]["privacy_unit"] == "person" and bundle["output"]["dp"]["epsilon"] == "1"
+
+
+@pytest.mark.parametrize("sql, construct", [
+    ("SELECT c.plan, COUNT(*) AS n FROM customers c JOIN visitors v ON 1 = 1 GROUP BY 1",
+     "join"),
+    ("SELECT c.email AS unit, COUNT(*) AS n FROM customers c GROUP BY 1", "(id)"),
+    ("SELECT (SELECT max(converted) FROM customers) AS k, COUNT(*) AS n FROM customers",
+     "subquery"),
+    ("SELECT c.plan, COUNT(*) AS n FROM customers c GROUP BY 1 ORDER BY 1 LIMIT 1", "LIMIT"),
+])
+def test_a_query_outside_the_plan_language_is_one_clear_line(
+        world: dict[str, Path], signed_room: Path, sql: str, construct: str) -> None:
+    root = world["root"]
+    path = root / "bad.sql"
+    path.write_text(sql)
+    res = fails(_new(world, "--query", str(path), "-o", str(root / "bad.json")),
+                "E_QUERY_REJECTED")
+    assert construct in res.err
+    assert not (root / "bad.json").exists()
+
+
+def test_custom_code_is_refused_where_owners_did_not_allow_it(
+        world: dict[str, Path], signed_room: Path) -> None:
+    root = world["root"]
+    (root / "custom.sql").write_text("SELECT email AS unit FROM customers")
+    (root / "spec.json").write_text('{"mode": "aggregate", "privacy_unit": "unit"}')
+    fails(_new(world, "--custom-code", str(root / "custom.sql"), "--output-spec",
+               str(root / "spec.json"), "--input", "customers", "-o", str(root / "c.json")),
+          "E_QUERY_REJECTED")
+    assert not (root / "c.json").exists()
 
 
 # -- receipts -----------------------------------------------------------------------------
