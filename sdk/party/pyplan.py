@@ -21,6 +21,22 @@ _BUILTINS = ("True", "False", "None", "len", "range", "str", "int", "list", "dic
              "min", "max", "sorted", "enumerate", "zip", "isinstance")
 
 
+def _refuse_catching(source: str) -> None:
+    """No ``try`` in builder code: nothing it could catch comes from data, and a plan that
+    depends on which builder call failed is a plan nobody can read."""
+    import ast
+
+    try:
+        tree = ast.parse(source, filename="<plan>")
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        raise QueryRejectedError(f"python: does not parse ({type(exc).__name__})") from None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try | ast.TryStar):
+            raise QueryRejectedError(
+                f"python: try at line {node.lineno} (builder code catches nothing; no data "
+                "value ever reaches it)")
+
+
 def plan_from_python(source: str) -> Plan:
     """Run builder code and return the ``Plan`` it assigns to ``plan``.
 
@@ -39,6 +55,7 @@ def plan_from_python(source: str) -> Plan:
 
     if len(source.encode("utf-8")) > MAX_SOURCE:
         raise QueryRejectedError(f"python: larger than {MAX_SOURCE} bytes")
+    _refuse_catching(source)
     compiled = compile_restricted_exec(source, filename="<plan>")
     if compiled.errors or compiled.code is None:
         raise QueryRejectedError("python: " + "; ".join(compiled.errors[:5])[:400])

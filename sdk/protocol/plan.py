@@ -649,7 +649,8 @@ def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: 
     value_cols: list[str] = []
     for i, m in enumerate(plan.measures):
         if m.expr is not None:
-            value = f"CAST({_row(m.expr, alias, ids)} AS DOUBLE)"
+            # the cast inside TRY: a value that is not a number is NULL, never a failed run
+            value = f"TRY(CAST({_sql(m.expr, alias, ids)} AS DOUBLE))"
             cols.append(f"{measure_sql(m, value)} AS __m{i}")
             value_cols.append(f"__m{i}")
     rank_args = ", ".join([_text(salt), "__unit", *group_cols, *value_cols])

@@ -1,6 +1,7 @@
 """End to end with the real worker (``python -m enclave`` through the unisolated
-ProcessLauncher): provision, sealed uploads, an approved DP aggregate, the receipt verified
-offline and the output decrypted by its recipient; then a run over budget is refused."""
+ProcessLauncher, and the hardened DockerLauncher): provision, sealed uploads, an approved DP
+plan bundle (privacy by construction), the receipt verified offline and the output decrypted
+by its recipient, no canary anywhere; then a run over budget is refused."""
 
 from __future__ import annotations
 
@@ -22,16 +23,12 @@ from sdk.protocol.verify import verify_receipt
 from tests.coordinator.conftest import ADMIN, BASE, make_settings
 
 pytest.importorskip("pyarrow")
-from tests.kit import Room, demo_tables, seed  # noqa: E402
+from sdk.protocol.sqlplan import plan_from_sql  # noqa: E402
+from tests.kit import CANARY, Room, demo_tables, seed  # noqa: E402
 
-SQL = "SELECT c.uid, v.exposed, c.converted FROM crm c JOIN visits v USING (uid)"
-AGG = {
-    "mode": "aggregate", "privacy_unit": "uid",
-    "group_by": [{"column": "exposed", "domain": ["0", "1"]}],
-    "measures": [{"name": "conv", "column": "converted", "agg": "sum", "lower": "0",
-                  "upper": "1"}],
-    "dp": {"epsilon": "1"},
-}
+SQL = ("SELECT v.exposed AS exposed, COUNT(*) AS people, "
+       "SUM(LEAST(GREATEST(c.converted, 0), 1)) AS conv "
+       "FROM crm c JOIN visits v ON c.uid = v.uid GROUP BY 1")
 
 
 def test_real_worker_end_to_end(tmp_path: Path) -> None:
@@ -79,7 +76,9 @@ def end_to_end(tmp_path: Path, launcher: Launcher) -> None:
             statement = room.upload(key, name, table)
             digest = json.loads(statement.payload)["ciphertext_digest"]
             assert client.upload("room1", statement, room.sealed_files[digest])["complete"]
-        bundle = room.bundle(SQL, AGG)
+        columns = {d.name: d.plan_columns() for d in room.manifest.datasets}
+        plan = plan_from_sql(SQL, columns, domains={"exposed": ("0", "1")})
+        bundle = room.plan_bundle(plan, kind="sql", code=SQL, dp={"epsilon": "1"})
         alice.submit_bundle("room1", bundle)
         for client, approval in zip((alice, bob), room.approvals(bundle), strict=True):
             client.submit_approval("room1", approval)
@@ -97,7 +96,10 @@ def end_to_end(tmp_path: Path, launcher: Launcher) -> None:
         started = [e for e in started if e["kind"] == "run_started"]
         assert len(started[0]["details"]["isolation_settings"]) == 64
         result = parse_json(open_bytes(sealed, room.alice.encryption_private))
-        assert isinstance(result, dict) and result["columns"]
+        assert isinstance(result, dict) and result["columns"] == ["exposed", "people", "conv"]
+        assert verified.receipt.privacy is not None
+        assert verified.receipt.privacy.guarantee == "by construction"
+        assert CANARY not in json.dumps(result) and CANARY.encode() not in info.receipt.payload
         # the budget (1.5) does not cover a second run of epsilon 1: the worker refuses
         again = alice.create_run("room1", bundle.digest(), idempotency_key="e2e-2")
         refused = alice.wait_run("room1", again["run_id"], timeout=300)
