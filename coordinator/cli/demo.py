@@ -198,7 +198,7 @@ def _wait_healthy(demo: Demo, timeout: float = 60.0) -> None:
 
 
 def room_toml(brand_pub: Path, publisher_pub: Path, platform_key: str, image_id: str,
-              code_digest: str, *, unisolated: bool) -> str:
+              code_digest: str, *, unisolated: bool, allow_custom_code: bool = False) -> str:
     """The room file both parties sign (public keys given as .pub file paths)."""
     def schema(cols: dict[str, str]) -> str:
         return "{ " + ", ".join(f'{k} = "{v}"' for k, v in cols.items()) + " }"
@@ -228,7 +228,7 @@ epsilon_budget = "4"
 schema = {schema(BRAND_SCHEMA)}
 # what a query may do with each column (a column without a role is private: never read)
 roles = {{ plan = "dimension", employees = "filter", converted = "measure", arr = "measure" }}
-allow_custom_code = false  # whole-table custom code may not read this dataset
+allow_custom_code = {"true" if allow_custom_code else "false"}  # may whole-table custom code read it?
 
 [[datasets]]
 name = "visitors"
@@ -239,7 +239,7 @@ min_group_size = 50
 epsilon_budget = "4"
 schema = {schema(PUBLISHER_SCHEMA)}
 roles = {{ exposed = "dimension", segment = "dimension", visits = "measure" }}
-allow_custom_code = false
+allow_custom_code = {"true" if allow_custom_code else "false"}
 
 [workers]
 providers = ["simulated"]

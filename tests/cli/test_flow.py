@@ -115,7 +115,7 @@ def room(world: World) -> World:
         ok(world.cli(party, "keys", "new", party))
     toml = room_toml(world.home("brand") / "keys" / "brand.pub",
                      world.home("publisher") / "keys" / "publisher.pub",
-                     platform, image, code, unisolated=True)
+                     platform, image, code, unisolated=True, allow_custom_code=True)
     (world.root / "room.toml").write_text(toml)
     manifest = world.root / "room.manifest.json"
     ok(world.cli("brand", "room", "new", str(world.root / "room.toml"), "-o", str(manifest)))
@@ -162,7 +162,7 @@ def test_wrong_key_cannot_upload_or_sign_for_a_party(room: World) -> None:
 
 def test_review_shows_cost_and_risks(room: World) -> None:
     out = ok(room.cli("publisher", "bundle", "review", room.bundles["lift"])).out
-    assert "template incrementality (code regenerated and identical)" in out
+    assert "template incrementality (plan regenerated and identical)" in out
     assert "epsilon 1, delta 0 per run" in out or "epsilon 1" in out
     assert re.search(r"customers\s+4\s+0\s+4\s+1\s+4", out), out
     assert "risk report" in out and "not yet" in out
@@ -232,6 +232,33 @@ def test_revoked_approval_stops_the_bundle(room: World) -> None:
     ok(room.cli("publisher", "bundle", "revoke", room.bundles["overlap"], "--reason", "enough"))
     res = fails(room.cli("brand", "run", room.bundles["overlap"]), "E_SIGNATURE", 3)
     assert "revoked" in res.err
+
+
+def test_sql_plan_bundle_reviewed_in_words_and_run(room: World) -> None:
+    (room.root / "reach.sql").write_text(
+        "SELECT v.segment AS segment, COUNT(*) AS people,\n"
+        "       SUM(LEAST(GREATEST(c.arr, 0), 50000)) AS revenue\n"
+        "FROM customers c JOIN visitors v ON c.email = v.email\n"
+        "WHERE c.employees > 0 GROUP BY 1\n")
+    out = ok(room.cli("brand", "bundle", "new", "--query", str(room.root / "reach.sql"),
+                      "--domain", "segment=" + ",".join(SEGMENTS), "--recipient", "brand",
+                      "--title", "reach", "-o", str(room.root / "reach.bundle.json"))).out
+    digest = _field(out, r"bundle ([0-9a-f]{64})")
+    ok(room.cli("brand", "bundle", "submit", str(room.root / "reach.bundle.json")))
+    review = ok(room.cli("publisher", "bundle", "review", digest[:12])).out
+    assert "BY CONSTRUCTION" in review and "CUSTOM" not in review
+    assert "only rows where (customers.employees > 0)" in review
+    assert "reads customers (owner brand): email (id, joined only), arr (measure), " \
+           "employees (filter)" in review
+    assert "reads visitors (owner publisher): email (id, joined only), segment (dimension)" \
+        in review
+    for party in ("brand", "publisher"):
+        ok(room.cli(party, "bundle", "approve", digest[:12]))
+    run = _field(ok(room.cli("brand", "run", digest)).out, r"run (\S+): succeeded")
+    res = ok(room.cli("brand", "result", "get", run, "-o", str(room.root / "reach.csv")))
+    assert "privacy by construction" in res.out
+    header = (room.root / "reach.csv").read_text().splitlines()[0]
+    assert header == "segment,people,revenue"
 
 
 def test_custom_sql_bundle_with_an_output_spec(room: World) -> None:

@@ -104,7 +104,7 @@ def test_template_bundle_lifecycle_needs_only_the_party_extra(room: tuple[Path, 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     outputs = report["outputs"]
-    assert "template overlap (code regenerated and identical)" in outputs["review"]
+    assert "template overlap (plan regenerated and identical)" in outputs["review"]
     assert "publisher approved bundle" in outputs["approve publisher"]
     assert "brand approved bundle" in outputs["approve brand"]
     decisions = dict(re.findall(r"^(brand|publisher)\s+(\S.*?)\s*$", outputs["review after"],

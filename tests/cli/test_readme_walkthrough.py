@@ -78,7 +78,7 @@ EXPECT = {
     "worker provision": "platform key",
     "room verify": "signed by all 2 parties",
     "data upload": "uploaded",
-    "bundle review": "template incrementality (code regenerated and identical)",
+    "bundle review": "template incrementality (plan regenerated and identical)",
     "result get": "receipt verified",
     "receipt verify": ": VALID",
     "log verify": "log VERIFIED",
