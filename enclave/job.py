@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from enclave.jobdir import JobFiles, read_secret
 from enclave.ledger import RoomLog
 from enclave.measure import code_digest
+from enclave.memfile import MemFile
 from enclave.outputs import result_document, seal_output
 from enclave.state import TrustedJobState
 from enclave.worker_keys import WorkerKeys, unseal_worker_keys
@@ -147,6 +148,7 @@ class Job:
         self.measurement = Measurement(image_id=image_id, code_digest=code_digest())
         self.clock = now
         self.timer = _Timer()
+        self.files: dict[str, MemFile] = {}
 
     def run(self) -> dict[str, Any]:
         """Execute the job; returns the result document (see docs/job-protocol.md)."""
@@ -278,9 +280,10 @@ class Job:
     def _decrypt(
         self, files: JobFiles, state: TrustedJobState, keys: WorkerKeys
     ) -> dict[str, memoryview]:
-        """Decrypt every chosen upload into one buffer each, sized from its signed ciphertext
-        size (:func:`sdk.protocol.sealing.open_to_buffer`): the plaintext exists once in the
-        supervisor, handed on as a read-only view, never copied.
+        """Decrypt every chosen upload into one in-memory file each (:class:`MemFile`), sized
+        from its signed ciphertext size (:func:`sdk.protocol.sealing.open_to_buffer`): the
+        plaintext exists once, in memory; a plan's runner reads it in place through an
+        inherited descriptor, custom code gets it streamed from a read-only view.
 
         Raises ``DecryptionError`` (any failure to open, or a file of another size than the
         upload statement signs), ``ResourceError`` (above the plaintext cap) and ``InputError``
@@ -293,7 +296,7 @@ class Job:
                 if path.stat().st_size != upload.ciphertext_size:
                     raise DecryptionError()
                 with open(path, "rb") as handle:
-                    plaintext = open_to_buffer(
+                    plaintext: MemFile = open_to_buffer(
                         handle,
                         keys.pair.encryption_private,
                         ciphertext_size=upload.ciphertext_size,
@@ -302,10 +305,12 @@ class Job:
                         expected_binding=upload_binding(
                             upload.room_id, upload.manifest_digest, name, upload.version
                         ),
+                        allocate=MemFile,
                     )
             except OSError as exc:
                 raise DecryptionError() from exc
-            tables[name] = memoryview(plaintext).toreadonly()
+            self.files[name] = plaintext
+            tables[name] = plaintext.view()
             check_columns(tables[name], [c.name for c in state.manifest.dataset(name).schema],
                           name, upload.row_count)
         return tables
@@ -318,7 +323,7 @@ class Job:
         if bundle.plan is not None:
             from enclave.planrun import run_plan
 
-            return run_plan(bundle, state.manifest, tables, state.row_counts())
+            return run_plan(bundle, state.manifest, tables, state.row_counts(), self.files)
         kind: Literal["python", "sql"] = "python" if bundle.kind == "python" else "sql"
         limits = runner_limits(sum(len(t) for t in tables.values()))
         return run_query(kind, bundle.code, tables, dict(bundle.params), limits)

@@ -25,6 +25,7 @@ from sdk.protocol.plan import MAX_KEY_CHARS, CompiledPlan, Plan, PlanMeasure, co
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
+    from enclave.memfile import MemFile
     from enclave.runner.client import ParquetData
 
 def compile_for_worker(bundle: Bundle, manifest: Manifest) -> CompiledPlan:
@@ -62,10 +63,12 @@ def check_sums_fit(plan: Plan, bundle: Bundle, row_counts: Mapping[str, int]) ->
 
 
 def run_plan(bundle: Bundle, manifest: Manifest, tables: Mapping[str, ParquetData],
-             row_counts: Mapping[str, int]) -> pa.Table:
+             row_counts: Mapping[str, int], files: Mapping[str, MemFile] | None = None
+             ) -> pa.Table:
     """Run the bundle's plan over ``tables`` (dataset name → decrypted Parquet) in a fresh
     keyless runner; returns the exact per-group aggregates (or, for a list release, the sorted
-    distinct identifiers in column ``__id``).
+    distinct identifiers in column ``__id``). With ``files`` (the same inputs as in-memory
+    files), the runner's engine reads each Parquet file in place instead of receiving a copy.
 
     Raises ``RunnerError`` with ``E_RESOURCE`` when the declared sizes do not fit the
     machine; never for a value in the data.
@@ -84,6 +87,8 @@ def run_plan(bundle: Bundle, manifest: Manifest, tables: Mapping[str, ParquetDat
     per_row = MAX_KEY_CHARS * 4 * max(1, len(plan.group_by)) + 16 * (len(plan.measures) + 1)
     limits = replace(limits, max_output_rows=max(limits.max_output_rows, rows + 1),
                      max_output_bytes=max(limits.max_output_bytes, rows * per_row + (1 << 20)))
+    if files is not None and set(files) == set(tables):
+        return run_query("plan", compiled.sql, tables, {}, limits, files=files)
     return run_query("sql", compiled.sql, tables, {}, limits)
 
 

@@ -28,7 +28,7 @@ from enclave.runner.errors import (
     E_RESOURCE,
     RunnerError,
 )
-from enclave.runner.limits import RunnerLimits
+from enclave.runner.limits import TABLE_NAME, RunnerLimits
 from enclave.runner.protocol import (
     MAX_REQUEST_BYTES,
     ProtocolError,
@@ -185,8 +185,43 @@ def _run_sql(sql: str, params: Any, metas: Sequence[dict[str, Any]],
         raise execution_error(exc) from None
 
 
+def _run_plan(sql: str, metas: Sequence[dict[str, Any]],
+              limits: RunnerLimits) -> tuple[pa.Buffer, int]:
+    """A compiled plan (platform SQL, never party code) over the inherited input files: DuckDB
+    reads each Parquet file in place (``/proc/self/fd/N``); those paths are the only ones it
+    may read, and its configuration is locked before the query runs."""
+    import duckdb
+
+    from enclave.runner.sqlengine import execute, execution_error, open_connection
+
+    os.close(0)
+    paths: dict[str, str] = {}
+    for meta in metas:
+        if not TABLE_NAME.fullmatch(str(meta.get("name", ""))):
+            raise ProtocolError("bad table name")
+        fd = meta.get("fd")
+        if type(fd) is not int or fd < 3:
+            raise ProtocolError("bad input descriptor")
+        paths[meta["name"]] = f"/proc/self/fd/{fd}"
+    con = open_connection({}, limits, readable=list(paths.values()))
+    try:
+        for name, path in paths.items():
+            # names are checked identifiers (client.TABLE_NAME), paths built here from an int
+            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet(\'{path}\')')  # noqa: S608
+    except (MemoryError, duckdb.OutOfMemoryException):
+        raise RunnerError(E_RESOURCE, "memory limit exceeded") from None
+    try:
+        reader = execute(con.sql(sql))
+        return _encode(reader.schema, reader, limits)
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise execution_error(exc) from None
+
+
 def _check_request(request: dict[str, Any]) -> None:
-    if request.get("kind") not in ("python", "sql") or type(request.get("code")) is not str:
+    if request.get("kind") not in ("python", "sql", "plan") \
+            or type(request.get("code")) is not str:
         raise ProtocolError("bad request")
     metas = request.get("tables")
     if type(metas) is not list or not all(
@@ -202,6 +237,8 @@ def serve(limits: RunnerLimits) -> tuple[pa.Buffer, int]:
     _check_request(request)
     if request["kind"] == "python":
         return _run_python(request["code"], request.get("params"), request["tables"], limits)
+    if request["kind"] == "plan":
+        return _run_plan(request["code"], request["tables"], limits)
     return _run_sql(request["code"], request.get("params"), request["tables"], limits)
 
 

@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from typing import IO, TYPE_CHECKING, Any, Final, Literal
+from typing import IO, TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from enclave.runner.errors import (
     CODES,
@@ -33,7 +32,7 @@ from enclave.runner.errors import (
     E_RESOURCE,
     RunnerError,
 )
-from enclave.runner.limits import RunnerLimits
+from enclave.runner.limits import TABLE_NAME, RunnerLimits
 from enclave.runner.protocol import (
     MAX_PARAMS_BYTES,
     MAX_SOURCE_BYTES,
@@ -51,7 +50,12 @@ if TYPE_CHECKING:  # pragma: no cover
 ParquetData = bytes | bytearray | memoryview
 """A table as the supervisor holds it: the Parquet file's bytes, or a view of them."""
 
-TABLE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+
+class ReadableFile(Protocol):
+    """An in-memory input file that can hand a child a read-only descriptor of itself."""
+
+    def reader_fd(self) -> int: ...
+
 STDERR_CAP: Final = 64 * 1024
 PIPE_SIZE: Final = 1 << 20
 _GRACE_SECONDS: Final = 5.0
@@ -77,8 +81,8 @@ def child_argv(limits: RunnerLimits) -> list[str]:
 
 def _check_inputs(kind: str, code: str, tables: Mapping[str, ParquetData],
                   params: Mapping[str, object]) -> bytes:
-    if kind not in ("python", "sql"):
-        raise ValueError("kind must be 'python' or 'sql'")
+    if kind not in ("python", "sql", "plan"):
+        raise ValueError("kind must be 'python', 'sql' or 'plan'")
     if not isinstance(code, str):
         raise TypeError("code must be a str")
     if len(code.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
@@ -198,14 +202,20 @@ def _signal_reason(returncode: int) -> str:
 
 
 def run_query(
-    kind: Literal["python", "sql"],
+    kind: Literal["python", "sql", "plan"],
     code: str,
     tables: Mapping[str, ParquetData],
     params: Mapping[str, object],
     limits: RunnerLimits | None = None,
+    *,
+    files: Mapping[str, ReadableFile] | None = None,
 ) -> pa.Table:
     """Run one query bundle over ``tables`` (name → Parquet bytes, or a view of them; never
     copied: the views are streamed to the runner) in a fresh runner process.
+
+    ``kind="plan"`` runs platform-generated SQL (a compiled plan, never party code) over
+    ``files``: each input's in-memory file is inherited by the runner as a read-only
+    descriptor and read in place by DuckDB's own Parquet reader, which nothing else may read.
 
     Returns the row-level result as a ``pyarrow.Table``. Raises ``RunnerError`` with code
     ``E_QUERY_REJECTED``, ``E_QUERY_RUNTIME``, ``E_RESOURCE``, ``E_INPUT`` or ``E_INTERNAL``
@@ -214,6 +224,21 @@ def run_query(
     """
     limits = limits or RunnerLimits()
     params_json = _check_inputs(kind, code, tables, params)
+    if kind == "plan":
+        if files is None or set(files) != set(tables):
+            raise ValueError("a plan run reads every table from its in-memory file")
+        fds = {name: files[name].reader_fd() for name in tables}
+        header = encode_frame({
+            "v": 1, "kind": kind, "code": code, "params": {},
+            "tables": [{"name": n, "fd": fd, "bytes": 0} for n, fd in fds.items()],
+        })
+        workdir = tempfile.mkdtemp(prefix="sealroom-run-")
+        try:
+            return _supervise(header, [], limits, workdir, tuple(fds.values()))
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+            shutil.rmtree(workdir, ignore_errors=True)
     views = [memoryview(data).cast("B") for data in tables.values()]
     header = encode_frame({
         "v": 1,
@@ -230,12 +255,12 @@ def run_query(
 
 
 def _supervise(header: bytes, views: list[memoryview], limits: RunnerLimits,
-               workdir: str) -> pa.Table:
+               workdir: str, pass_fds: tuple[int, ...] = ()) -> pa.Table:
     started = time.monotonic()
     proc = subprocess.Popen(
         child_argv(limits), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, cwd=workdir, env=child_env(limits), close_fds=True,
-        start_new_session=True, bufsize=0,
+        start_new_session=True, bufsize=0, pass_fds=pass_fds,
     )
     child = _Child(proc, limits)
     _set_pipe_size(proc.stdin)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
+TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+"""Names tables may have in a runner (checked by the supervisor and again by the child)."""
 GIB = 1 << 30
 MIB = 1 << 20
 

@@ -44,9 +44,13 @@ MAX_MESSAGE: Final = 500
 BATCH_ROWS: Final = 1 << 17
 
 
-def open_connection(tables: Mapping[str, pa.Table],
-                    limits: RunnerLimits) -> duckdb.DuckDBPyConnection:
+def open_connection(tables: Mapping[str, pa.Table], limits: RunnerLimits, *,
+                    readable: list[str] | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with external access off, configuration locked, tables registered.
+
+    ``readable`` (plan runs only: platform SQL) lists the only files DuckDB may read, the
+    runner's inherited input descriptors; they are allowed before external access is switched
+    off and the configuration locked, so no statement can widen them.
 
     Raises ``RunnerError(E_RESOURCE)`` when DuckDB cannot allocate its start-up memory (it
     needs roughly 0.5 GiB of address space: give SQL runs ``memory_bytes`` of 1 GiB or more).
@@ -64,7 +68,15 @@ def open_connection(tables: Mapping[str, pa.Table],
         "lock_configuration": True,
     }
     try:
-        con = duckdb.connect(":memory:", config=config)
+        if readable:
+            late = {k: config.pop(k) for k in ("enable_external_access", "lock_configuration")}
+            con = duckdb.connect(":memory:", config=config)
+            con.execute("SET allowed_paths = " + "[" + ", ".join(
+                "'" + p.replace("'", "''") + "'" for p in readable) + "]")
+            con.execute(f"SET enable_external_access = {late['enable_external_access']!s}")
+            con.execute("SET lock_configuration = true")
+        else:
+            con = duckdb.connect(":memory:", config=config)
         for name, table in tables.items():
             con.register(name, table)
     except duckdb.OutOfMemoryException:

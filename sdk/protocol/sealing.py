@@ -31,7 +31,7 @@ import os
 import queue
 import struct
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -368,8 +368,13 @@ def open_to_buffer(
     max_plaintext_bytes: int,
     expected_commitment: str | None = None,
     expected_binding: Mapping[str, Any] | None = None,
-) -> bytearray:
+    allocate: Callable[[int], Any] = bytearray,
+) -> Any:
     """Decrypt a sealed stream of exactly ``ciphertext_size`` bytes into one buffer.
+
+    ``allocate(size)`` makes that buffer (default ``bytearray``; the worker passes a
+    memory-backed file's mapping, so the query engine can read the plaintext in place); it
+    must support slice assignment. Returns it.
 
     The buffer is allocated once, at the exact plaintext size (which the header's chunk size and
     ``ciphertext_size`` determine), before any chunk is decrypted, and each chunk is decrypted
@@ -390,7 +395,7 @@ def open_to_buffer(
     size = full * header.chunk_size + last - TAG_SIZE
     if size > max_plaintext_bytes:
         raise ResourceError("input larger than the plaintext cap")
-    out = bytearray(size)
+    out = allocate(size)
     hdigest = header.digest
     buffer = bytearray(block)
     view = memoryview(buffer)
