@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from enclave.state import TrustedJobState
 from sdk.errors import PrivacyError
-from sdk.protocol.admission import LIST_COLUMN, guarantee_of
+from sdk.protocol.admission import guarantee_of
+from sdk.protocol.planoutput import LIST_COLUMN
 
 
 @dataclass(frozen=True)

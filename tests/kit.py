@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdk.party.statements import make_approval, make_bundle, make_upload, sign_manifest
-from sdk.protocol.admission import plan_output
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.keys import PartyKey, Signer
 from sdk.protocol.models import Manifest, Measurement
 from sdk.protocol.plan import Plan
+from sdk.protocol.planoutput import plan_output
 from sdk.protocol.sealing import seal_stream, upload_binding
 from sdk.protocol.spec import OutputSpec
 

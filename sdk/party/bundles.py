@@ -108,7 +108,7 @@ def _with_privacy(plan: Plan, privacy: PlanPrivacy) -> Plan:
 
 def plan_output_for(plan: Plan, privacy: PlanPrivacy) -> OutputSpec:
     """The output spec a plan implies, with the author's privacy parameters."""
-    from sdk.protocol.admission import plan_output
+    from sdk.protocol.planoutput import plan_output
     from sdk.protocol.spec import DPSpec
 
     dp = None

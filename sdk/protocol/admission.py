@@ -22,13 +22,9 @@ from __future__ import annotations
 
 from sdk.errors import QueryRejectedError
 from sdk.protocol.models import Bundle, Manifest
-from sdk.protocol.plan import DatasetColumns, Plan, validate
-from sdk.protocol.spec import GroupKey, Measure, OutputSpec
+from sdk.protocol.plan import DatasetColumns, validate
+from sdk.protocol.planoutput import LIST_COLUMN, PERSON_COLUMN, plan_output
 
-PERSON_COLUMN = "person"
-"""The privacy unit of a plan's output spec: the platform's person, not a query column."""
-LIST_COLUMN = "id"
-"""The one column of a released list."""
 BY_CONSTRUCTION = "by construction"
 BY_REVIEW = "depends on code review"
 
@@ -41,29 +37,6 @@ def guarantee_of(bundle: Bundle) -> str:
 def plan_columns(manifest: Manifest) -> dict[str, DatasetColumns]:
     """Every dataset's id column, id kind and column roles, as a plan is validated against."""
     return {d.name: d.plan_columns() for d in manifest.datasets}
-
-
-def plan_output(plan: Plan, like: OutputSpec | None = None) -> OutputSpec:
-    """The output spec a plan implies. From ``like`` (the bundle's spec) only the privacy
-    parameters are kept: ``dp``, ``min_group_size``, ``list_min_size`` and ``max_groups``."""
-    dp = None if like is None else like.dp
-    min_group_size = None if like is None else like.min_group_size
-    max_groups = 10_000 if like is None else like.max_groups
-    if plan.release == "list":
-        return OutputSpec(
-            mode="list", privacy_unit=PERSON_COLUMN, list_column=LIST_COLUMN,
-            list_min_size=None if like is None else like.list_min_size, dp=dp,
-            min_group_size=min_group_size, max_groups=max_groups,
-        )
-    return OutputSpec(
-        mode="aggregate",
-        privacy_unit=PERSON_COLUMN,
-        group_by=tuple(GroupKey(g.name, g.domain) for g in plan.group_by),
-        measures=tuple(Measure(m.name, m.name, m.agg, m.lower, m.upper)
-                       for m in plan.measures if m.agg != "count"),
-        max_contributions=plan.max_contributions,
-        dp=dp, min_group_size=min_group_size, max_groups=max_groups,
-    )
 
 
 def admit_bundle(manifest: Manifest, bundle: Bundle) -> None:

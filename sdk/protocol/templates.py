@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from sdk.errors import InputError
-from sdk.protocol.admission import plan_output
 from sdk.protocol.fields import check_decimal, check_name
 from sdk.protocol.plan import Call, Col, Expr, Join, Lit, Plan, PlanGroup, PlanMeasure
+from sdk.protocol.planoutput import plan_output
 from sdk.protocol.spec import DPSpec, OutputSpec
 
 

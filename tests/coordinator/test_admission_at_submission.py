@@ -8,9 +8,9 @@ import pytest
 
 from sdk.errors import QueryRejectedError
 from sdk.party.statements import make_bundle, sign_manifest
-from sdk.protocol.admission import plan_output
 from sdk.protocol.models import Manifest
 from sdk.protocol.plan import Col, Join, Plan, PlanGroup, PlanMeasure
+from sdk.protocol.planoutput import plan_output
 from sdk.protocol.spec import OutputSpec
 from tests.coordinator.conftest import Env
 
