@@ -599,6 +599,22 @@ class CompiledPlan:
     measure_columns: tuple[str, ...]
 
 
+def _bounded_input(table: str, id_col: str, values: list[str], salt: str, k: int) -> str:
+    """A joined input keeping at most ``k`` rows per person, ranked by a salted hash of that
+    person's own values (so a party's duplicates cannot multiply the join)."""
+    cols = [id_col, *values]
+    rank = ", ".join([_text(salt), *cols])
+    if k == 1 and values:
+        picked = ", ".join(f"__r.{v} AS {v}" for v in values)
+        return (f"(SELECT {id_col}, {picked} FROM (SELECT {id_col}, arg_min(struct_pack("  # noqa: S608 - identifiers quoted, literals escaped
+                f"{', '.join(values)}), hash({rank})) AS __r FROM {table} WHERE {id_col} IS NOT "
+                f"NULL GROUP BY {id_col}))")
+    if k == 1:
+        return f"(SELECT DISTINCT {id_col} FROM {table} WHERE {id_col} IS NOT NULL)"  # noqa: S608
+    return (f"(SELECT {', '.join(cols)} FROM {table} WHERE {id_col} IS NOT NULL QUALIFY "  # noqa: S608
+            f"row_number() OVER (PARTITION BY {id_col} ORDER BY hash({rank})) <= {k})")
+
+
 def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: str = "",
                    measure_sql: MeasureSql = clamp_double) -> CompiledPlan:
     """Compile a validated plan to one DuckDB query with the platform's work fused in.
@@ -624,11 +640,8 @@ def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: 
     source = f"{quote(unit_ds)} AS {alias[unit_ds]}"
     for join in plan.joins:
         id_col = quote(datasets[join.dataset].id_column)
-        cols = [id_col, *(quote(c) for c in sorted(needed.get(join.dataset, set())))]
-        rank = ", ".join([_text(salt), *cols])
-        bounded = (f"(SELECT {', '.join(cols)} FROM {quote(join.dataset)} WHERE {id_col} IS "  # noqa: S608 - identifiers quoted, literals escaped
-                   f"NOT NULL QUALIFY row_number() OVER (PARTITION BY {id_col} ORDER BY "
-                   f"hash({rank})) <= {k})")
+        values = [quote(c) for c in sorted(needed.get(join.dataset, set()))]
+        bounded = _bounded_input(quote(join.dataset), id_col, values, salt, k)
         kind = {"inner": "JOIN", "left": "LEFT JOIN", "full": "FULL JOIN"}[join.kind]
         source += f" {kind} {bounded} AS {alias[join.dataset]} ON {unit} = {ids[join.dataset]}"
         if join.kind == "full":
@@ -654,20 +667,33 @@ def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: 
             cols.append(f"{measure_sql(m, value)} AS __m{i}")
             value_cols.append(f"__m{i}")
     rank_args = ", ".join([_text(salt), "__unit", *group_cols, *value_cols])
-    outer = [f"{c} AS {quote(g.name)}" for c, g in zip(group_cols, plan.group_by, strict=True)]
-    outer.append("count(DISTINCT __unit) AS __units")
+    kept_cols = [*group_cols, *value_cols]
+    if k == 1:
+        # one row per person: an aggregate (arg_min by the salted hash), cheaper than a window;
+        # each person then counts once, so count(*) is the distinct-person count
+        picked = (f"arg_min(struct_pack({', '.join(kept_cols)}), hash({rank_args})) AS __r"
+                  if kept_cols else "NULL AS __r")
+        kept = f"kept AS (SELECT __unit, {picked} FROM rows GROUP BY __unit)"  # noqa: S608
+        ref = {c: f"__r.{c}" for c in kept_cols}
+        units = "count(*) AS __units"
+    else:
+        kept = (f"kept AS (SELECT * FROM rows QUALIFY row_number() OVER (PARTITION BY __unit "  # noqa: S608
+                f"ORDER BY hash({rank_args})) <= {k})")
+        ref = {c: c for c in kept_cols}
+        units = "count(DISTINCT __unit) AS __units"
+    outer = [f"{ref[c]} AS {quote(g.name)}" for c, g in zip(group_cols, plan.group_by,
+                                                             strict=True)]
+    outer.append(units)
     measure_cols: list[str] = []
     for i, m in enumerate(plan.measures):
         if m.agg == "count":
             continue
-        outer.append(f"coalesce(sum(__m{i}), 0) AS {quote(m.name)}")
+        outer.append(f"coalesce(sum({ref[f'__m{i}']}), 0) AS {quote(m.name)}")
         measure_cols.append(m.name)
-    group_clause = f" GROUP BY {', '.join(group_cols)}" if group_cols else ""
+    group_clause = f" GROUP BY {', '.join(ref[c] for c in group_cols)}" if group_cols else ""
     sql = (
         f"WITH rows AS (SELECT {', '.join(cols)} FROM {source} WHERE {predicate}), "  # noqa: S608 - identifiers quoted, literals escaped
-        f"kept AS (SELECT * FROM rows QUALIFY row_number() OVER (PARTITION BY __unit ORDER BY "
-        f"hash({rank_args})) <= {k}) "
-        f"SELECT {', '.join(outer)} FROM kept{group_clause}"
+        f"{kept} SELECT {', '.join(outer)} FROM kept{group_clause}"
     )
     return CompiledPlan(sql, "aggregate", tuple(g.name for g in plan.group_by),
                         tuple(measure_cols))
