@@ -30,7 +30,7 @@ demo: setup
 	$(VENV)/bin/sealroom demo
 
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py --slow
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,9 +1,11 @@
 """Run every benchmark and write docs/benchmarks.md with their output and the machine.
 
-    python bench/run_all.py [--quick]
+    python bench/run_all.py [--quick] [--slow] [--only NAME ...]
 
 Each benchmark prints ratios against baselines it measures in the same run; absolute times on
 a shared 2-core VM mean little. ``--quick`` uses small sizes (a smoke run, not for figures).
+``--slow`` adds the very long sizes (the plan path at 100M x 50M rows in ``query`` and
+``enclave``); ``make bench`` passes it.
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHES: list[tuple[str, str, list[str], list[str]]] = [
     ("seal", "Sealing and unsealing vs raw AES-GCM and SHA-256 (issue 2)", [], ["--size-mib", "128", "--rounds", "1"]),
     ("runner", "Keyless runner hand-over and join vs in-process DuckDB and pandas (issue 3)", [], ["--left", "100000", "--right", "50000", "--repeat", "1"]),
-    ("enclave", "One enclave job, step by step (issue 3)", [], ["--brand", "100000", "--publisher", "50000"]),
+    ("enclave", "One worker job on the plan path, step by step, vs plain DuckDB (issues 3, 13)", [], ["--sizes", "100000x50000", "--repeat", "1"]),
     ("privacy", "Aggregation + DP release vs plain DuckDB group-by (issue 4)", [], ["--sizes", "100000", "--repeat", "1"]),
-    ("query", "Incrementality template job vs plain DuckDB and pandas (issue 4)", [], ["--sizes", "100000x50000"]),
+    ("query", "The plan path's query step (run_plan + release_groups) vs plain DuckDB (issues 4, 13)", [], ["--sizes", "100000x50000", "--repeat", "1"]),
     ("launcher", "DockerLauncher vs ProcessLauncher start-to-result (issue 5)", ["--enclave"], ["--repeat", "2"]),
     ("upload", "Streaming upload over loopback, server RSS (issue 6)", [], ["--sizes-mb", "20,50"]),
     ("plan", "The plan path's fused query vs plain DuckDB join + group-by (issue 13)", [], ["--sizes", "200000x100000", "--repeat", "1"]),
     ("cli_startup", "sealroom start-up: plugin discovery and the modules party commands import (issue 15)", [], ["--repeat", "3"]),
     ("api_load", "Authenticated reads under 200 concurrent clients vs /healthz (issue 14)", [], ["--requests", "1000", "--seconds", "5", "--runs", "1"]),
+    ("turnaround", "A small plan job from run request to verified result, real coordinator + worker (issue 13)", [], ["--runs", "2"]),
 ]
+SLOW: dict[str, list[str]] = {"query": ["--slow"], "enclave": ["--slow"]}
+"""Arguments ``--slow`` adds per benchmark (never with ``--quick``)."""
 
 
 def machine() -> str:
@@ -53,13 +58,16 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--slow", action="store_true",
+                        help="add the very long sizes (100M x 50M rows on the plan path)")
     parser.add_argument("--only", nargs="*", help="names of benchmarks to run")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     parts = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` (`bench/run_all.py{' --quick' if args.quick else ''}`) on "
+        f"Written by `make bench` (`bench/run_all.py{' --quick' if args.quick else ''}"
+        f"{' --slow' if args.slow and not args.quick else ''}`) on "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
         "",
         f"Machine: {machine()}.",
@@ -72,7 +80,8 @@ def main() -> int:
     for name, title, extra, quick in BENCHES:
         if args.only and name not in args.only:
             continue
-        cmd = [sys.executable, str(ROOT / "bench" / f"{name}.py"), *extra, *(quick if args.quick else [])]
+        argv = extra + (quick if args.quick else SLOW.get(name, []) if args.slow else [])
+        cmd = [sys.executable, str(ROOT / "bench" / f"{name}.py"), *argv]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -86,7 +95,7 @@ def main() -> int:
         parts += [
             f"## {name}: {title}{status}",
             "",
-            f"`python bench/{name}.py {' '.join(extra + (quick if args.quick else []))}`".replace(" `", "`"),
+            f"`python bench/{name}.py {' '.join(argv)}`".replace(" `", "`"),
             f"({elapsed:.0f} s)",
             "",
             "```",
