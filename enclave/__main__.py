@@ -11,18 +11,39 @@ import argparse
 import base64
 import os
 import sys
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from typing import Any
 
-from enclave.job import Job, error_code_of
-from enclave.jobdir import read_secret
-from enclave.measure import code_digest
-from enclave.worker_keys import WorkerKeys, make_attestation, seal_worker_keys
-from sdk.protocol import jobdir as layout
-from sdk.protocol.canonical import canonical_json
-from sdk.protocol.models import Measurement
+
+class _NoPandas:
+    """pandas is never used by the worker; pyarrow would import it (0.5 s) on first use."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        if name.split(".", 1)[0] == "pandas":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoPandas)
+
+
+def _early_runner() -> object:
+    """For ``run``: start the keyless runner before this process imports the supervisor, so
+    both load their modules at the same time (see :func:`enclave.job.start_runner`)."""
+    if len(sys.argv) > 3 and sys.argv[1] == "run" and "--job" in sys.argv:
+        job = sys.argv[sys.argv.index("--job") + 1]
+        from enclave.resources import start_runner
+
+        return start_runner(Path(job))
+    return None
+
 
 
 def _write(document: object) -> None:
+    from sdk.protocol.canonical import canonical_json
+
     data = canonical_json(document)
     out = sys.stdout.buffer
     out.write(data)
@@ -30,6 +51,13 @@ def _write(document: object) -> None:
 
 
 def _provision(args: argparse.Namespace) -> dict[str, object]:
+    from enclave.job import error_code_of
+    from enclave.jobdir import read_secret
+    from enclave.measure import code_digest
+    from enclave.worker_keys import WorkerKeys, make_attestation, seal_worker_keys
+    from sdk.protocol import jobdir as layout
+    from sdk.protocol.models import Measurement
+
     measurement = Measurement(image_id=args.image_id, code_digest=code_digest())
     try:
         platform = read_secret(Path(args.job), layout.PLATFORM_KEY_SECRET)
@@ -47,8 +75,9 @@ def _provision(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run one command, print its document."""
+def main(argv: list[str] | None = None, runner: Any = None) -> int:
+    """Parse arguments, run one command, print its document (``runner``: one started early,
+    for ``run``)."""
     parser = argparse.ArgumentParser(prog="python -m enclave", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("provision", "run"):
@@ -59,14 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("measure", help="print the code digest of this worker")
     args = parser.parse_args(argv)
     os.umask(0o077)
+    from enclave.job import Job
+    from enclave.measure import code_digest
+
     if args.command == "measure":
         _write({"code_digest": code_digest()})
     elif args.command == "provision":
         _write(_provision(args))
     else:
-        _write(Job(Path(args.job), image_id=args.image_id, isolation=args.isolation).run())
+        _write(Job(Path(args.job), image_id=args.image_id, isolation=args.isolation,
+                   runner=runner).run())
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(runner=_early_runner()))

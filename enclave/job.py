@@ -9,9 +9,10 @@ a message built from names and digests only.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover - pyarrow and release load only when a run
     import pyarrow as pa
 
     from enclave.release import Released
+    from enclave.runner.client import Runner
 
 MAX_PLAINTEXT_BYTES = 16 * 1024**3
 _SAFE_MESSAGE_CODES = {
@@ -99,6 +101,20 @@ class _Timer:
             self.ms[name] = self.ms.get(name, 0) + int((time.perf_counter() - start) * 1000)
 
 
+def _preload(*modules: str) -> threading.Thread:
+    """Import ``modules`` in a background thread (the main thread waits on the runner)."""
+    import importlib
+
+    def load() -> None:
+        for module in modules:
+            with suppress(Exception):  # the real import, later, reports any problem
+                importlib.import_module(module)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    return thread
+
+
 def _failure(code: str) -> dict[str, Any]:
     return {
         "status": "failed",
@@ -142,6 +158,7 @@ class Job:
         image_id: str,
         isolation: str,
         now: Callable[[], datetime] = utcnow,
+        runner: Runner | None = None,
     ) -> None:
         self.root = root
         self.isolation = isolation
@@ -149,12 +166,24 @@ class Job:
         self.clock = now
         self.timer = _Timer()
         self.files: dict[str, MemFile] = {}
+        self.runner: Runner | None = runner
 
     def run(self) -> dict[str, Any]:
         """Execute the job; returns the result document (see docs/job-protocol.md)."""
         try:
+            return self._run()
+        finally:
+            if self.runner is not None:
+                self.runner.close()
+
+    def _run(self) -> dict[str, Any]:
+        try:
             with self.timer.step("verify"):
                 files = JobFiles.load(self.root)
+                if self.runner is None:
+                    from enclave.resources import start_runner
+
+                    self.runner = start_runner(self.root)
                 keys = self._unseal_keys()
                 state = TrustedJobState(now=self.clock())
                 state.verify_manifest(files.manifest)
@@ -201,8 +230,12 @@ class Job:
             with self.timer.step("decrypt"):
                 tables = self._decrypt(files, state, keys)
             state.mark("decrypt")
+            # the release's modules (OpenDP, numpy) load while the query runs
+            preload = _preload("enclave.release", "enclave.privacy.aggregate",
+                               "enclave.privacy._post")
             with self.timer.step("run"):
                 table = self._run_query(state, tables)
+            preload.join()
             state.mark("run")
             with self.timer.step("privacy"):
                 released, privacy = self._apply_privacy(state, table, tables)
@@ -323,8 +356,11 @@ class Job:
         if bundle.plan is not None:
             from enclave.planrun import run_plan
 
-            return run_plan(bundle, state.manifest, tables, state.row_counts(), self.files)
+            return run_plan(bundle, state.manifest, tables, state.row_counts(), self.files,
+                            self.runner)
         kind: Literal["python", "sql"] = "python" if bundle.kind == "python" else "sql"
+        if self.runner is not None:
+            return self.runner.run(kind, bundle.code, tables, dict(bundle.params))
         limits = runner_limits(sum(len(t) for t in tables.values()))
         return run_query(kind, bundle.code, tables, dict(bundle.params), limits)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from enclave.privacy.aggregate import MAX_FIXED_SUM, measure_fixed_points
+from enclave.privacy.fixedpoint import MAX_FIXED_SUM, measure_fixed_points
 from sdk.errors import ResourceError
 from sdk.protocol.admission import plan_columns
 from sdk.protocol.models import Bundle, Manifest
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
     from enclave.memfile import MemFile
-    from enclave.runner.client import ParquetData
+    from enclave.runner.client import ParquetData, Runner
 
 def compile_for_worker(bundle: Bundle, manifest: Manifest) -> CompiledPlan:
     """The bundle's plan compiled with the exact fixed-point mapping of its measures, salted
@@ -63,33 +63,40 @@ def check_sums_fit(plan: Plan, bundle: Bundle, row_counts: Mapping[str, int]) ->
 
 
 def run_plan(bundle: Bundle, manifest: Manifest, tables: Mapping[str, ParquetData],
-             row_counts: Mapping[str, int], files: Mapping[str, MemFile] | None = None
-             ) -> pa.Table:
+             row_counts: Mapping[str, int], files: Mapping[str, MemFile] | None = None,
+             runner: Runner | None = None) -> pa.Table:
     """Run the bundle's plan over ``tables`` (dataset name → decrypted Parquet) in a fresh
-    keyless runner; returns the exact per-group aggregates (or, for a list release, the sorted
-    distinct identifiers in column ``__id``). With ``files`` (the same inputs as in-memory
-    files), the runner's engine reads each Parquet file in place instead of receiving a copy.
+    keyless runner (``runner``, started ahead, or a new one); returns the exact per-group
+    aggregates (or, for a list release, the sorted distinct identifiers in column ``__id``).
+    With ``files`` (the same inputs as in-memory files), the runner's engine reads each
+    Parquet file in place instead of receiving a copy.
 
     Raises ``RunnerError`` with ``E_RESOURCE`` when the declared sizes do not fit the
     machine; never for a value in the data.
     """
-    from dataclasses import replace
-
     from enclave.resources import runner_limits
-    from enclave.runner import run_query
+    from enclave.runner.client import Runner
 
     plan = bundle.plan
     assert plan is not None
     check_sums_fit(plan, bundle, row_counts)
     compiled = compile_for_worker(bundle, manifest)
     rows = declared_rows(row_counts)
-    limits = runner_limits(sum(len(memoryview(t)) for t in tables.values()))
+    owned = runner is None
+    if runner is None:
+        runner = Runner(runner_limits(sum(len(memoryview(t)) for t in tables.values())))
     per_row = MAX_KEY_CHARS * 4 * max(1, len(plan.group_by)) + 16 * (len(plan.measures) + 1)
-    limits = replace(limits, max_output_rows=max(limits.max_output_rows, rows + 1),
-                     max_output_bytes=max(limits.max_output_bytes, rows * per_row + (1 << 20)))
-    if files is not None and set(files) == set(tables):
-        return run_query("plan", compiled.sql, tables, {}, limits, files=files)
-    return run_query("sql", compiled.sql, tables, {}, limits)
+    max_rows = max(runner.limits.max_output_rows, rows + 1)
+    max_bytes = max(runner.limits.max_output_bytes, rows * per_row + (1 << 20))
+    try:
+        if files is not None and set(files) == set(tables):
+            return runner.run("plan", compiled.sql, tables, {}, files=files,
+                              max_output_rows=max_rows, max_output_bytes=max_bytes)
+        return runner.run("sql", compiled.sql, tables, {}, max_output_rows=max_rows,
+                          max_output_bytes=max_bytes)
+    finally:
+        if owned:
+            runner.close()
 
 
 __all__ = ["MAX_KEY_CHARS", "check_sums_fit", "compile_for_worker", "declared_rows", "run_plan"]

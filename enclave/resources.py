@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from enclave.runner import RunnerLimits
+
+if TYPE_CHECKING:  # pragma: no cover
+    from enclave.runner.client import Runner
 
 GIB = 1 << 30
 SUPERVISOR_HEADROOM = 1 * GIB  # the supervisor keeps the decrypted inputs while the runner works
@@ -45,3 +49,17 @@ def runner_limits(input_bytes: int = 0) -> RunnerLimits:
         memory_bytes=runner,
         threads=threads,
     )
+
+
+def start_runner(root: Path) -> Runner | None:
+    """Start the keyless runner for the job in ``root`` now, so its engines load while the
+    supervisor imports, verifies and decrypts; it receives nothing until the run step. Its
+    memory is sized from the sealed files present (an upper bound of their plaintext).
+    ``None`` when it cannot start (the run step then starts one and reports what fails)."""
+    from enclave.runner.client import Runner
+
+    try:
+        sealed = sum(p.stat().st_size for p in (root / "data").glob("*.sealed"))
+        return Runner(runner_limits(sealed), prewarm=True)
+    except OSError:
+        return None

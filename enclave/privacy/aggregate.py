@@ -18,7 +18,8 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 import pyarrow as pa
 
 from enclave.privacy import dp
-from enclave.privacy._exact import ExactAggregate, FixedPoint, GroupKeyValue, exact_aggregate
+from enclave.privacy._exact import ExactAggregate, GroupKeyValue, exact_aggregate
+from enclave.privacy.fixedpoint import MAX_FIXED_SUM, FixedPoint, measure_fixed_points
 from enclave.privacy.listmode import apply_list_mode
 from sdk.errors import PrivacyError, ResourceError
 from sdk.protocol import policy
@@ -27,7 +28,6 @@ from sdk.protocol.spec import OutputSpec
 
 COUNT_COLUMN = "n_units"
 MAX_EXACT_GROUPS = 1_000_000
-MAX_FIXED_SUM = 2**62
 
 
 @dataclass(frozen=True)
@@ -215,11 +215,6 @@ def release_groups(
     if spec.dp is None:
         return _release_exact(aggregate, spec, fixed, cells, k_min)
     return _release_dp(aggregate, spec, fixed, cells, k_min, contribution_bound)
-
-
-def measure_fixed_points(spec: OutputSpec) -> list[FixedPoint]:
-    """The fixed-point encoding of each measure of ``spec``, in order."""
-    return [FixedPoint.from_bounds(Decimal(m.lower), Decimal(m.upper)) for m in spec.measures]
 
 
 def _truncate(released: list[tuple[GroupKeyValue, int, tuple[int, ...]]], limit: int

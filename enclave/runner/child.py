@@ -185,8 +185,24 @@ def _run_sql(sql: str, params: Any, metas: Sequence[dict[str, Any]],
         raise execution_error(exc) from None
 
 
-def _run_plan(sql: str, metas: Sequence[dict[str, Any]],
-              limits: RunnerLimits) -> tuple[pa.Buffer, int]:
+def _received_fds(fd_socket: int | None, count: int) -> list[int]:
+    """The input descriptors the supervisor sent over the inherited socket."""
+    import socket
+
+    if fd_socket is None:
+        raise ProtocolError("no descriptor socket")
+    sock = socket.socket(fileno=fd_socket)
+    try:
+        _msg, fds, _flags, _addr = socket.recv_fds(sock, 16, max(1, count))
+    finally:
+        sock.close()
+    if len(fds) != count:
+        raise ProtocolError("input descriptors missing")
+    return fds
+
+
+def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
+              fd_socket: int | None) -> tuple[pa.Buffer, int]:
     """A compiled plan (platform SQL, never party code) over the inherited input files: DuckDB
     reads each Parquet file in place (``/proc/self/fd/N``); those paths are the only ones it
     may read, and its configuration is locked before the query runs."""
@@ -194,15 +210,16 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]],
 
     from enclave.runner.sqlengine import execute, execution_error, open_connection
 
+    fds = _received_fds(fd_socket, len(metas))
     os.close(0)
     paths: dict[str, str] = {}
     for meta in metas:
         if not TABLE_NAME.fullmatch(str(meta.get("name", ""))):
             raise ProtocolError("bad table name")
-        fd = meta.get("fd")
-        if type(fd) is not int or fd < 3:
+        index = meta.get("fd")
+        if type(index) is not int or not 0 <= index < len(fds):
             raise ProtocolError("bad input descriptor")
-        paths[meta["name"]] = f"/proc/self/fd/{fd}"
+        paths[meta["name"]] = f"/proc/self/fd/{fds[index]}"
     con = open_connection({}, limits, readable=list(paths.values()))
     try:
         for name, path in paths.items():
@@ -231,15 +248,31 @@ def _check_request(request: dict[str, Any]) -> None:
         raise ProtocolError("bad table list")
 
 
-def serve(limits: RunnerLimits) -> tuple[pa.Buffer, int]:
+def serve(limits: RunnerLimits, fd_socket: int | None = None) -> tuple[pa.Buffer, int]:
     """Read the request from fd 0 and run it; return the Arrow IPC body and its row count."""
     request = read_frame(0, MAX_REQUEST_BYTES)
     _check_request(request)
+    caps = request.get("caps") or {}
+    if type(caps) is not dict or not set(caps) <= {"max_output_rows", "max_output_bytes"} \
+            or not all(type(v) is int and v > 0 for v in caps.values()):
+        raise ProtocolError("bad output caps")
+    if caps:
+        import dataclasses
+
+        limits = dataclasses.replace(limits, **caps)
     if request["kind"] == "python":
         return _run_python(request["code"], request.get("params"), request["tables"], limits)
     if request["kind"] == "plan":
-        return _run_plan(request["code"], request["tables"], limits)
+        return _run_plan(request["code"], request["tables"], limits, fd_socket)
     return _run_sql(request["code"], request.get("params"), request["tables"], limits)
+
+
+def _prewarm() -> None:
+    """Load the engines before the request arrives (the supervisor is still verifying)."""
+    import duckdb  # noqa: F401
+    import pyarrow
+    import pyarrow.ipc
+    import pyarrow.parquet  # noqa: F401
 
 
 def main(argv: Sequence[str]) -> NoReturn:
@@ -251,10 +284,13 @@ def main(argv: Sequence[str]) -> NoReturn:
         os._exit(70)
     result_fd = _isolate_stdout()
     sys.meta_path.insert(0, _BlockImports)
+    fd_socket = int(argv[2]) if len(argv) > 2 and argv[2].isdigit() else None
     status: dict[str, Any]
     body = None
     try:
-        body, rows = serve(limits)
+        if "prewarm" in argv[2:]:
+            _prewarm()
+        body, rows = serve(limits, fd_socket)
         status = {"v": 1, "ok": True, "rows": rows, "body_bytes": body.size}
     except RunnerError as exc:
         status = {"v": 1, "ok": False, "code": exc.code, "message": exc.message}

@@ -12,11 +12,13 @@ wall-clock deadline.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -74,9 +76,15 @@ def child_env(limits: RunnerLimits) -> dict[str, str]:
     }
 
 
-def child_argv(limits: RunnerLimits) -> list[str]:
-    """The child's command line (isolated mode, no bytecode writes)."""
-    return [sys.executable, "-I", "-B", "-m", "enclave.runner", json.dumps(limits.to_json())]
+def child_argv(limits: RunnerLimits, fd_socket: int | None = None, *,
+               prewarm: bool = False) -> list[str]:
+    """The child's command line (isolated mode, no bytecode writes); ``fd_socket`` is the
+    inherited socket a plan run's input descriptors arrive on; ``prewarm`` loads the engines
+    before the request arrives (for a runner started ahead of its request)."""
+    argv = [sys.executable, "-I", "-B", "-m", "enclave.runner", json.dumps(limits.to_json())]
+    if fd_socket is not None:
+        argv.append(str(fd_socket))
+    return [*argv, "prewarm"] if prewarm else argv
 
 
 def _check_inputs(kind: str, code: str, tables: Mapping[str, ParquetData],
@@ -201,6 +209,139 @@ def _signal_reason(returncode: int) -> str:
     return f"runner was killed by signal {name}"
 
 
+class Runner:
+    """A fresh, keyless runner process, started ahead of its one request so that its engines
+    (DuckDB, Arrow) load while the supervisor verifies and decrypts.
+
+    Use it once: :meth:`run` sends the request and waits for the result (or the deadline,
+    counted from the start), :meth:`close` kills an unused runner and removes its working
+    directory. A plan run hands the runner its inputs' in-memory files as descriptors over a
+    private socket (``SCM_RIGHTS``), so nothing is copied.
+    """
+
+    def __init__(self, limits: RunnerLimits | None = None, *, prewarm: bool = False) -> None:
+        self.limits = limits or RunnerLimits()
+        self.workdir = tempfile.mkdtemp(prefix="sealroom-run-")
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.started = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(
+                child_argv(self.limits, theirs.fileno(), prewarm=prewarm), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.workdir,
+                env=child_env(self.limits), close_fds=True, start_new_session=True,
+                bufsize=0, pass_fds=(theirs.fileno(),),
+            )
+        except BaseException:
+            self._sock.close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+        finally:
+            theirs.close()
+        self.used = False
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill the runner if it is still alive; remove its working directory."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self._sock.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def run(
+        self,
+        kind: Literal["python", "sql", "plan"],
+        code: str,
+        tables: Mapping[str, ParquetData],
+        params: Mapping[str, object],
+        *,
+        files: Mapping[str, ReadableFile] | None = None,
+        max_output_rows: int | None = None,
+        max_output_bytes: int | None = None,
+    ) -> pa.Table:
+        """Run one query (see :func:`run_query`); output caps may be raised for this run."""
+        if self.used:
+            raise RuntimeError("a runner runs one query")
+        self.used = True
+        limits = self.limits
+        caps: dict[str, int] = {}
+        if max_output_rows is not None:
+            caps["max_output_rows"] = max_output_rows
+        if max_output_bytes is not None:
+            caps["max_output_bytes"] = max_output_bytes
+        if caps:
+            limits = dataclasses.replace(limits, **caps)
+        params_json = _check_inputs(kind, code, tables, params)
+        if kind == "plan":
+            if files is None or set(files) != set(tables):
+                raise ValueError("a plan run reads every table from its in-memory file")
+            fds = [files[name].reader_fd() for name in tables]
+            try:
+                socket.send_fds(self._sock, [b"F"], fds)
+            except OSError:
+                pass  # the runner died early: its status says how
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            header = encode_frame({
+                "v": 1, "kind": kind, "code": code, "params": {}, "caps": caps,
+                "tables": [{"name": n, "fd": i, "bytes": 0} for i, n in enumerate(tables)],
+            })
+            return self._supervise(header, [], limits)
+        views = [memoryview(data).cast("B") for data in tables.values()]
+        header = encode_frame({
+            "v": 1,
+            "kind": kind,
+            "code": code,
+            "params": json.loads(params_json),
+            "caps": caps,
+            "tables": [{"name": n, "bytes": v.nbytes} for n, v in zip(tables, views,
+                                                                      strict=True)],
+        })
+        return self._supervise(header, views, limits)
+
+    def _supervise(self, header: bytes, views: list[memoryview],
+                   limits: RunnerLimits) -> pa.Table:
+        proc = self.proc
+        child = _Child(proc, limits)
+        _set_pipe_size(proc.stdin)
+        _set_pipe_size(proc.stdout)
+        threads = [
+            threading.Thread(target=child.feed, args=(header, views), daemon=True),
+            threading.Thread(target=child.read_result, daemon=True),
+            threading.Thread(target=child.drain_stderr, daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        timed_out = False
+        try:
+            proc.wait(timeout=max(0.0, limits.wall_seconds - (time.monotonic() - self.started)))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            child.kill()
+            proc.wait()
+        except BaseException:
+            child.kill()
+            proc.wait()
+            raise
+        for t in threads:
+            t.join(timeout=_GRACE_SECONDS)
+            if t.is_alive():  # a descendant keeps a pipe open
+                child.kill()
+                t.join(timeout=_GRACE_SECONDS)
+        return _outcome(child, timed_out, limits)
+
+
 def run_query(
     kind: Literal["python", "sql", "plan"],
     code: str,
@@ -214,81 +355,17 @@ def run_query(
     copied: the views are streamed to the runner) in a fresh runner process.
 
     ``kind="plan"`` runs platform-generated SQL (a compiled plan, never party code) over
-    ``files``: each input's in-memory file is inherited by the runner as a read-only
-    descriptor and read in place by DuckDB's own Parquet reader, which nothing else may read.
+    ``files``: each input's in-memory file is handed to the runner as a read-only descriptor
+    and read in place by DuckDB's own Parquet reader, which may read nothing else.
 
     Returns the row-level result as a ``pyarrow.Table``. Raises ``RunnerError`` with code
     ``E_QUERY_REJECTED``, ``E_QUERY_RUNTIME``, ``E_RESOURCE``, ``E_INPUT`` or ``E_INTERNAL``
     (see :mod:`enclave.runner.errors`); ``TypeError``/``ValueError`` for misuse by the caller
     (unknown kind, bad table names, params that are not JSON).
     """
-    limits = limits or RunnerLimits()
-    params_json = _check_inputs(kind, code, tables, params)
-    if kind == "plan":
-        if files is None or set(files) != set(tables):
-            raise ValueError("a plan run reads every table from its in-memory file")
-        fds = {name: files[name].reader_fd() for name in tables}
-        header = encode_frame({
-            "v": 1, "kind": kind, "code": code, "params": {},
-            "tables": [{"name": n, "fd": fd, "bytes": 0} for n, fd in fds.items()],
-        })
-        workdir = tempfile.mkdtemp(prefix="sealroom-run-")
-        try:
-            return _supervise(header, [], limits, workdir, tuple(fds.values()))
-        finally:
-            for fd in fds.values():
-                os.close(fd)
-            shutil.rmtree(workdir, ignore_errors=True)
-    views = [memoryview(data).cast("B") for data in tables.values()]
-    header = encode_frame({
-        "v": 1,
-        "kind": kind,
-        "code": code,
-        "params": json.loads(params_json),
-        "tables": [{"name": n, "bytes": v.nbytes} for n, v in zip(tables, views, strict=True)],
-    })
-    workdir = tempfile.mkdtemp(prefix="sealroom-run-")
-    try:
-        return _supervise(header, views, limits, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _supervise(header: bytes, views: list[memoryview], limits: RunnerLimits,
-               workdir: str, pass_fds: tuple[int, ...] = ()) -> pa.Table:
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        child_argv(limits), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, cwd=workdir, env=child_env(limits), close_fds=True,
-        start_new_session=True, bufsize=0, pass_fds=pass_fds,
-    )
-    child = _Child(proc, limits)
-    _set_pipe_size(proc.stdin)
-    _set_pipe_size(proc.stdout)
-    threads = [
-        threading.Thread(target=child.feed, args=(header, views), daemon=True),
-        threading.Thread(target=child.read_result, daemon=True),
-        threading.Thread(target=child.drain_stderr, daemon=True),
-    ]
-    for t in threads:
-        t.start()
-    timed_out = False
-    try:
-        proc.wait(timeout=max(0.0, limits.wall_seconds - (time.monotonic() - started)))
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        child.kill()
-        proc.wait()
-    except BaseException:
-        child.kill()
-        proc.wait()
-        raise
-    for t in threads:
-        t.join(timeout=_GRACE_SECONDS)
-        if t.is_alive():  # a descendant keeps a pipe open
-            child.kill()
-            t.join(timeout=_GRACE_SECONDS)
-    return _outcome(child, timed_out, limits)
+    _check_inputs(kind, code, tables, params)
+    with Runner(limits) as runner:
+        return runner.run(kind, code, tables, params, files=files)
 
 
 def _outcome(child: _Child, timed_out: bool, limits: RunnerLimits) -> pa.Table:
