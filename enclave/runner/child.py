@@ -202,13 +202,15 @@ def _received_fds(fd_socket: int | None, count: int) -> list[int]:
 
 
 def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
-              fd_socket: int | None) -> tuple[pa.Buffer, int]:
+              fd_socket: int | None) -> tuple[bytes, int]:
     """A compiled plan (platform SQL, never party code) over the inherited input files: DuckDB
     reads each Parquet file in place (``/proc/self/fd/N``); those paths are the only ones it
-    may read, and its configuration is locked before the query runs."""
+    may read, and its configuration is locked before the query runs. The result (group keys,
+    counts and exact integer sums, or a list of ids) comes back as JSON: this process never
+    loads Arrow."""
     import duckdb
 
-    from enclave.runner.sqlengine import execute, execution_error, open_connection
+    from enclave.runner.sqlengine import execution_error, open_connection
 
     fds = _received_fds(fd_socket, len(metas))
     os.close(0)
@@ -228,12 +230,20 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
     except (MemoryError, duckdb.OutOfMemoryException):
         raise RunnerError(E_RESOURCE, "memory limit exceeded") from None
     try:
-        reader = execute(con.sql(sql))
-        return _encode(reader.schema, reader, limits)
+        cursor = con.execute(sql)
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchmany(limits.max_output_rows + 1)
     except RunnerError:
         raise
     except Exception as exc:
         raise execution_error(exc) from None
+    if len(rows) > limits.max_output_rows:
+        raise RunnerError(E_RESOURCE, f"output exceeds {limits.max_output_rows} rows")
+    body = json.dumps({"columns": columns, "rows": rows}, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
+    if len(body) > limits.max_output_bytes:
+        raise RunnerError(E_RESOURCE, f"output exceeds {limits.max_output_bytes} bytes")
+    return body, len(rows)
 
 
 def _check_request(request: dict[str, Any]) -> None:
@@ -248,7 +258,8 @@ def _check_request(request: dict[str, Any]) -> None:
         raise ProtocolError("bad table list")
 
 
-def serve(limits: RunnerLimits, fd_socket: int | None = None) -> tuple[pa.Buffer, int]:
+def serve(limits: RunnerLimits, fd_socket: int | None = None
+          ) -> tuple[pa.Buffer | bytes, int]:
     """Read the request from fd 0 and run it; return the Arrow IPC body and its row count."""
     request = read_frame(0, MAX_REQUEST_BYTES)
     _check_request(request)
@@ -291,7 +302,8 @@ def main(argv: Sequence[str]) -> NoReturn:
         if "prewarm" in argv[2:]:
             _prewarm()
         body, rows = serve(limits, fd_socket)
-        status = {"v": 1, "ok": True, "rows": rows, "body_bytes": body.size}
+        status = {"v": 1, "ok": True, "rows": rows, "body_bytes": len(memoryview(body)),
+                  "format": "json" if isinstance(body, bytes) else "arrow"}
     except RunnerError as exc:
         status = {"v": 1, "ok": False, "code": exc.code, "message": exc.message}
     except MemoryError:
@@ -302,7 +314,7 @@ def main(argv: Sequence[str]) -> NoReturn:
     _write_and_exit(result_fd, encode_frame(status), body)
 
 
-def _write_and_exit(fd: int, frame: bytes, body: pa.Buffer | None) -> NoReturn:
+def _write_and_exit(fd: int, frame: bytes, body: pa.Buffer | bytes | None) -> NoReturn:
     try:
         write_all(fd, frame)
         if body is not None:

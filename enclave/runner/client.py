@@ -368,6 +368,37 @@ def run_query(
         return runner.run(kind, code, tables, params, files=files)
 
 
+def _json_table(body: bytes | bytearray) -> pa.Table:
+    """A plan run's result: {"columns": [...], "rows": [[...], ...]} of text, integers and
+    nulls (exact: integers are not rounded through floats)."""
+    import pyarrow as pa
+
+    doc = json.loads(body)
+    columns, rows = doc["columns"], doc["rows"]
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) \
+            or not isinstance(rows, list) or len(set(columns)) != len(columns):
+        raise ValueError("bad result")
+    data = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
+    return pa.table({name: pa.array(values, type=_json_type(values))
+                     for name, values in data.items()})
+
+
+def _json_type(values: list[Any]) -> pa.DataType:
+    import pyarrow as pa
+
+    kinds = {type(v) for v in values if v is not None}
+    if kinds <= {int}:
+        return pa.int64() if all(v is None or -2**63 <= v < 2**63 for v in values) \
+            else pa.decimal128(38, 0)
+    if kinds <= {float, int}:
+        return pa.float64()
+    if kinds <= {str}:
+        return pa.string()
+    if kinds <= {bool}:
+        return pa.bool_()
+    raise ValueError("unexpected value type in a plan result")
+
+
 def _outcome(child: _Child, timed_out: bool, limits: RunnerLimits) -> pa.Table:
     if timed_out:
         raise RunnerError(E_RESOURCE, f"wall-clock deadline of {limits.wall_seconds:g} s "
@@ -391,8 +422,11 @@ def _outcome(child: _Child, timed_out: bool, limits: RunnerLimits) -> pa.Table:
 
     assert child.body is not None
     try:
-        table = pa.ipc.open_stream(pa.py_buffer(child.body)).read_all()
-    except pa.ArrowException:
+        if status.get("format") == "json":
+            table = _json_table(child.body)
+        else:
+            table = pa.ipc.open_stream(pa.py_buffer(child.body)).read_all()
+    except (pa.ArrowException, ValueError, TypeError, KeyError):
         raise RunnerError(E_INTERNAL, "runner sent an unreadable result") from None
     if table.num_rows != status.get("rows") or table.num_rows > limits.max_output_rows:
         raise RunnerError(E_INTERNAL, "runner result does not match its status")
