@@ -48,6 +48,7 @@ def runner_limits(input_bytes: int = 0) -> RunnerLimits:
         wall_seconds=float(int(os.environ.get("SEALROOM_RUNNER_WALL_SECONDS", "300"))),
         memory_bytes=runner,
         threads=threads,
+        spill_bytes=int(os.environ.get("SEALROOM_RUNNER_SPILL_BYTES", "0")),
     )
 
 

@@ -73,7 +73,7 @@ def apply_rlimits(limits: RunnerLimits) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (min(cpu, cpu_hard), cpu_hard))
     _set_limit(resource.RLIMIT_AS, limits.memory_bytes)
     _set_limit(resource.RLIMIT_NOFILE, MAX_OPEN_FILES)
-    _set_limit(resource.RLIMIT_FSIZE, 0)
+    _set_limit(resource.RLIMIT_FSIZE, limits.spill_bytes)
     _set_limit(resource.RLIMIT_CORE, 0)
 
 
@@ -263,6 +263,12 @@ def serve(limits: RunnerLimits, fd_socket: int | None = None
     """Read the request from fd 0 and run it; return the Arrow IPC body and its row count."""
     request = read_frame(0, MAX_REQUEST_BYTES)
     _check_request(request)
+    if request["kind"] != "plan" and limits.spill_bytes:
+        # only platform SQL may spill: custom code can write no file at all
+        import dataclasses
+
+        limits = dataclasses.replace(limits, spill_bytes=0)
+        _set_limit(resource.RLIMIT_FSIZE, 0)
     caps = request.get("caps") or {}
     if type(caps) is not dict or not set(caps) <= {"max_output_rows", "max_output_bytes"} \
             or not all(type(v) is int and v > 0 for v in caps.values()):

@@ -25,7 +25,9 @@ class RunnerLimits:
     about 0.4 GiB) and DuckDB's ``memory_limit`` is half of it; ``max_output_bytes`` caps the
     Arrow IPC result and ``max_output_rows`` its rows; ``threads`` sizes the Arrow and DuckDB
     thread pools. ``max_input_rows`` and ``max_input_columns`` cap each input table (checked
-    from the Parquet footer before decoding).
+    from the Parquet footer before decoding). ``spill_bytes`` (default 0: none) lets a *plan*
+    run's DuckDB spill up to that many bytes into the runner's working directory (the operator
+    points ``TMPDIR`` at an encrypted, ephemeral volume); custom code never gets it.
     """
 
     cpu_seconds: float = 60.0
@@ -36,16 +38,18 @@ class RunnerLimits:
     threads: int = 2
     max_input_rows: int = 200_000_000
     max_input_columns: int = 1_000
+    spill_bytes: int = 0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise TypeError(f"RunnerLimits.{field.name} must be a number")
-            if not math.isfinite(value) or value <= 0:
+            floor_ok = value >= 0 if field.name == "spill_bytes" else value > 0
+            if not math.isfinite(value) or not floor_ok:
                 raise ValueError(f"RunnerLimits.{field.name} must be positive and finite")
         for name in ("memory_bytes", "max_output_bytes", "max_output_rows", "threads",
-                     "max_input_rows", "max_input_columns"):
+                     "max_input_rows", "max_input_columns", "spill_bytes"):
             if not isinstance(getattr(self, name), int):
                 raise TypeError(f"RunnerLimits.{name} must be an integer")
 

@@ -16,6 +16,7 @@ read files or run SQL strings (defence in depth: with external access off they f
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
@@ -62,11 +63,14 @@ def open_connection(tables: Mapping[str, pa.Table], limits: RunnerLimits, *,
         "allow_community_extensions": False,
         "allow_unsigned_extensions": False,
         "python_enable_replacements": False,
-        "temp_directory": "",
+        "temp_directory": os.path.join(os.getcwd(), "spill") if readable and limits.spill_bytes
+        else "",
         "threads": limits.threads,
         "memory_limit": f"{max(64 << 20, limits.memory_bytes // 2)}B",
         "lock_configuration": True,
     }
+    if readable and limits.spill_bytes:
+        config["max_temp_directory_size"] = f"{limits.spill_bytes}B"
     try:
         if readable:
             late = {k: config.pop(k) for k in ("enable_external_access", "lock_configuration")}

@@ -57,3 +57,19 @@ def test_the_allowed_paths_cannot_be_widened() -> None:
         con.execute("SET enable_external_access = true")
     with pytest.raises(duckdb.PermissionException):
         con.sql("SELECT * FROM read_csv('/etc/passwd')").fetchall()
+
+
+def test_only_a_plan_run_may_spill() -> None:
+    """With spill bytes configured, a plan's DuckDB gets a temp directory; custom SQL gets
+    none and its runner's file-size limit goes back to 0."""
+    data = parquet(pa.table({"id": [str(i) for i in range(1000)]}))
+    f = memfile(data)
+    limits = RunnerLimits(memory_bytes=2 << 30, spill_bytes=1 << 30)
+    out = run_query("plan", "SELECT current_setting('temp_directory') AS d, "
+                    "current_setting('max_temp_directory_size') AS m",
+                    {"t": f.view()}, {}, limits, files={"t": f})
+    row = out.to_pylist()[0]
+    assert row["d"].endswith("/spill") and row["m"] != "0 bytes"
+    custom = run_query("sql", "SELECT current_setting('temp_directory') AS d",
+                       {"t": data}, {}, limits)
+    assert custom.to_pylist()[0]["d"] == ""
