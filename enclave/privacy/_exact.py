@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from enclave.privacy.fixedpoint import SIGNIFICANT_DIGITS, FixedPoint
 from sdk.errors import PrivacyError, ResourceError
-from sdk.protocol.templates import quote
+from sdk.protocol.plan import quote
 
 GroupKeyValue = tuple[str | None, ...]
 __all__ = ["SIGNIFICANT_DIGITS", "ExactAggregate", "FixedPoint", "GroupKeyValue",

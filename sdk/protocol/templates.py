@@ -27,12 +27,6 @@ from sdk.protocol.plan import Call, Col, Expr, Join, Lit, Plan, PlanGroup, PlanM
 from sdk.protocol.planoutput import plan_output
 from sdk.protocol.spec import DPSpec, OutputSpec
 
-
-def quote(name: str) -> str:
-    """A DuckDB identifier literal."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 DATASET_PARAMS = {
     "left": "left_id",
     "right": "right_id",
