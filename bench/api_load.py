@@ -53,6 +53,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._server import wait_healthy  # noqa: E402
 from sdk.client import Client  # noqa: E402
 from sdk.protocol.keys import PartyKey  # noqa: E402
 
@@ -88,18 +89,8 @@ def start_server(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
             [sys.executable, "-m", "coordinator.serve", "--data-dir", str(data), "--port",
              str(port), "--launcher", "process", "--log-level", "warning", *_serve_flags(url)],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the coordinator exited: {log.read_text()[-800:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the coordinator did not answer /healthz within a minute")
+    wait_healthy(proc, url, log)
+    return proc, url
 
 
 def setup_room(root: Path, data: Path, url: str, runs: int) -> tuple[PartyKey, list[str]]:

@@ -51,6 +51,7 @@ _HERE = ROOT / "bench"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(ROOT))
 
+from bench._server import wait_healthy  # noqa: E402
 from bench._synth import tables  # noqa: E402
 from bench.query import EPSILON, PLAN  # noqa: E402
 
@@ -88,7 +89,6 @@ def free_port() -> int:
 
 
 def start_server(data: Path, launcher: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -100,19 +100,8 @@ def start_server(data: Path, launcher: str, log: Path) -> tuple[subprocess.Popen
              "127.0.0.1", "--port", str(port), "--launcher", launcher, "--dev",
              "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the coordinator exited: {log.read_text()[-800:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    proc.wait()
-    raise RuntimeError("the coordinator did not answer /healthz within a minute")
+    wait_healthy(proc, url, log)
+    return proc, url
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:

@@ -27,7 +27,6 @@ from sdk.errors import InputError
 from sdk.party.bundles import (
     TEMPLATE_NAMES,
     PlanPrivacy,
-    build_template,
     decide,
     load_bundle,
     parse_domains,
@@ -42,6 +41,7 @@ from sdk.party.statements import make_bundle
 from sdk.party.trust import load_room
 from sdk.protocol.clock import utcnow
 from sdk.protocol.spec import OutputSpec
+from sdk.protocol.templates import build_template
 from sdk.protocol.verify import verify_bundle
 
 

@@ -31,14 +31,6 @@ TEMPLATE_NAMES = tuple(templates.TEMPLATES)
 _DECIMAL_PARAM = re.compile(r"(epsilon|delta|lower|upper)")
 
 
-def build_template(name: str, params: dict[str, Any]) -> templates.TemplateBundle:
-    """What template ``name`` generates from ``params``: its plan and output spec.
-
-    Raises ``InputError`` for an unknown template or bad parameters.
-    """
-    return templates.build(name, params)
-
-
 @dataclass(frozen=True)
 class PlanPrivacy:
     """The privacy parameters an author chooses for a plan bundle (the rest of the output spec

@@ -27,7 +27,6 @@ from typing import Any
 from sdk.errors import error_for_code
 from sdk.party.bundles import (
     PlanPrivacy,
-    build_template,
     decide,
     load_bundle,
     parse_params,
@@ -57,6 +56,7 @@ from sdk.protocol.models import Upload
 from sdk.protocol.plan import Plan
 from sdk.protocol.records import Receipt
 from sdk.protocol.spec import OutputSpec
+from sdk.protocol.templates import build_template
 from sdk.protocol.verify import VerifiedReceipt, verify_bundle, verify_manifest
 
 
