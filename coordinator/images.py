@@ -67,7 +67,7 @@ class ImageTarget:
 
 
 WORKER = ImageTarget(
-    name="worker", extras=("enclave",), excluded=frozenset({"httpx"}),  # never used inside
+    name="worker", extras=("enclave",), excluded=frozenset({"httpx", "cbor2", "dcap-qvl"}),  # never used inside
     source_packages=("sdk", "enclave"),  # never "coordinator"
     default_tag="sealroom-worker:latest", wheel_dir=IMAGES_DIR / "worker" / "wheels")
 COORDINATOR = ImageTarget(

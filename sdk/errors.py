@@ -62,10 +62,19 @@ class DecryptionError(SealroomError):
 
 
 class AttestationError(SealroomError):
-    """The worker's attestation is missing, invalid, or not accepted by the manifest."""
+    """The worker's attestation is missing, invalid, or not accepted by the manifest.
+
+    ``step`` names the verification step that failed (``parse``, ``signature``, ``chain``,
+    ``expiry``, ``debug``, ``measurement``, ``report_data``, ...), so an auditor and a test can
+    tell a bad chain from a bad measurement; it is part of the message too.
+    """
 
     code = "E_ATTESTATION"
     exit_code = 5
+
+    def __init__(self, message: str = "", *, step: str = "policy") -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class LogError(SealroomError):
