@@ -54,6 +54,11 @@ def cmd_receipt_verify(ctx: Context, args: argparse.Namespace) -> int:
         f"  worker      {short(r.attestation_digest)}: {r.attestation} attestation, isolation "
         f"{r.isolation}, image {verified.attestation.measurement.image_id[:19]}"
     )
+    if verified.attestation.is_hardware:
+        ctx.say(
+            f"              (hardware evidence verified offline: {r.attestation}, its chain to the "
+            "vendor root, the pinned registers and the key binding)"
+        )
     if r.attestation == "simulated":
         ctx.say("              (simulated: the operator's platform key vouches for the worker)")
     if r.isolation == "none":

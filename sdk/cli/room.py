@@ -87,6 +87,10 @@ def describe_manifest(ctx: Context, envelope: Envelope, manifest: Manifest) -> N
     )
     for m in w.measurements:
         ctx.say(f"          image {m.image_id[:71]}  code {short(m.code_digest)}")
+    for h in w.hardware:
+        pinned = ", ".join(f"{name} {short(values[0])}" + (f" (+{len(values) - 1})" if len(values) > 1 else "")
+                           for name, values in h.registers)
+        ctx.say(f"          {h.provider}: {pinned}; debug refused")
     if missing:
         ctx.say(f"missing signatures: {', '.join(missing)}")
 

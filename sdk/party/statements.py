@@ -21,6 +21,7 @@ from sdk.protocol.models import (
     BundleInput,
     Column,
     Dataset,
+    HardwarePolicy,
     Manifest,
     Measurement,
     Party,
@@ -105,6 +106,10 @@ def manifest_from_room_file(
                 providers=tuple(workers.get("providers", ["simulated"])),
                 platform_keys=tuple(all_platform),
                 allow_unisolated=bool(workers.get("allow_unisolated", False)),
+                hardware=tuple(
+                    HardwarePolicy.from_dict(str(name), registers, f"room file: workers.hardware.{name}")
+                    for name, registers in sorted(workers.get("hardware", {}).items())
+                ),
             ),
             default_min_group_size=int(room.get("min_group_size", DEFAULT_MIN_GROUP_SIZE)),
             default_max_runs=int(room.get("max_runs", 100)),

@@ -8,11 +8,16 @@ and log entries live in :mod:`sdk.protocol.records`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import re
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from sdk.errors import InputError
+from sdk.errors import AttestationError, InputError
+from sdk.protocol.attestation import HARDWARE_PROVIDERS, REQUIRED_REGISTERS, EvidencePolicy
+from sdk.protocol.attestation.claims import MAX_COLLATERAL_BYTES, MAX_EVIDENCE_BYTES
 from sdk.protocol.canonical import canonical_json
 from sdk.protocol.clock import check_time
 from sdk.protocol.fields import (
@@ -44,6 +49,9 @@ COLUMN_ROLES = ("dimension", "measure", "filter", "private")
 """Roles a data owner gives a non-id column (the id column's role is ``id``; a column without a
 role is ``private``): see :mod:`sdk.protocol.plan`."""
 DECISIONS = ("approve", "revoke")
+REGISTER_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,23}")
+HEX_VALUE = re.compile(r"(?:[0-9a-f]{2}){1,128}")
+COLLATERAL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -166,8 +174,9 @@ class Dataset:
             raw = expect_mapping(d["roles"], f"{where}.roles")
             for column, role in raw.items():
                 if column not in names or column == id_column:
-                    raise InputError(f"{where}.roles: {str(column)[:60]!r} is not a non-id "
-                                     "column of the schema")
+                    raise InputError(
+                        f"{where}.roles: {str(column)[:60]!r} is not a non-id column of the schema"
+                    )
                 if role not in COLUMN_ROLES:
                     raise InputError(f"{where}.roles.{column}: one of {list(COLUMN_ROLES)}")
                 roles.append((column, role))
@@ -207,6 +216,44 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class HardwarePolicy:
+    """What the parties require of one hardware provider's evidence: for each measurement
+    register (as the provider reports it: ``PCR0``, ``MEASUREMENT``, ``MRTD``, ...), the
+    accepted lowercase hex values. The registers a provider must pin are
+    :data:`sdk.protocol.attestation.REQUIRED_REGISTERS`; debug mode is always refused."""
+
+    provider: str
+    registers: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: list(values) for name, values in self.registers}
+
+    @classmethod
+    def from_dict(cls, provider: str, data: object, where: str) -> HardwarePolicy:
+        if provider not in HARDWARE_PROVIDERS:
+            raise InputError(f"{where}: {provider[:32]!r} is not a hardware provider")
+        d = expect_mapping(data, where)
+        if len(d) > 32:
+            raise InputError(f"{where}: at most 32 registers")
+        registers = []
+        for name in sorted(d):
+            if not isinstance(name, str) or not REGISTER_NAME.fullmatch(name):
+                raise InputError(f"{where}: register names are upper-case, like PCR0 or MRTD")
+            values = get_str_list(d, name, where, max_items=16)
+            if not values or any(not HEX_VALUE.fullmatch(v) for v in values):
+                raise InputError(f"{where}.{name}: one or more lowercase hex values")
+            registers.append((name, tuple(values)))
+        missing = [r for r in REQUIRED_REGISTERS[provider] if r not in d]
+        if missing:
+            raise InputError(f"{where}: must pin {', '.join(missing)}")
+        return cls(provider, tuple(registers))
+
+    def evidence_policy(self, report_data: bytes | None) -> EvidencePolicy:
+        """The verifier's policy: these registers, and the key binding ``report_data``."""
+        return EvidencePolicy(measurements=dict(self.registers), report_data=report_data)
+
+
+@dataclass(frozen=True)
 class WorkerPolicy:
     """Which workers the parties accept."""
 
@@ -214,20 +261,39 @@ class WorkerPolicy:
     providers: tuple[str, ...]
     platform_keys: tuple[bytes, ...]
     allow_unisolated: bool = False
+    hardware: tuple[HardwarePolicy, ...] = ()
+
+    def hardware_policy(self, provider: str) -> HardwarePolicy:
+        """The policy for one hardware provider.
+
+        Raises ``AttestationError`` when the manifest pins no measurement for it.
+        """
+        for policy in self.hardware:
+            if policy.provider == provider:
+                return policy
+        raise AttestationError(f"attestation: the manifest pins no {provider} measurement")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "measurements": [m.to_dict() for m in self.measurements],
             "providers": list(self.providers),
             "platform_keys": [k.hex() for k in self.platform_keys],
             "allow_unisolated": self.allow_unisolated,
         }
+        if self.hardware:  # written only when set: manifests without it keep their bytes
+            out["hardware"] = {h.provider: h.to_dict() for h in self.hardware}
+        return out
 
     @classmethod
     def from_dict(cls, data: object) -> WorkerPolicy:
         where = "manifest.workers"
         d = expect_mapping(data, where)
-        check_keys(d, where, ["measurements", "providers", "platform_keys"], ["allow_unisolated"])
+        check_keys(
+            d,
+            where,
+            ["measurements", "providers", "platform_keys"],
+            ["allow_unisolated", "hardware"],
+        )
         providers = get_str_list(d, "providers", where, max_items=8)
         if not providers or any(p not in PROVIDERS for p in providers):
             raise InputError(f"{where}.providers: each one of {list(PROVIDERS)}")
@@ -235,6 +301,16 @@ class WorkerPolicy:
             signing_key_from_hex(k, f"{where}.platform_keys[]")
             for k in get_list(d, "platform_keys", where, max_items=16)
         )
+        hardware_map = expect_mapping(d.get("hardware", {}), f"{where}.hardware")
+        hardware = tuple(
+            HardwarePolicy.from_dict(str(name), hardware_map[name], f"{where}.hardware.{name}")
+            for name in sorted(hardware_map)
+        )
+        if d.get("hardware") == {}:
+            raise InputError(f"{where}.hardware: omit it rather than leave it empty")
+        for provider in providers:
+            if provider in HARDWARE_PROVIDERS and provider not in hardware_map:
+                raise InputError(f"{where}.hardware: {provider} is accepted but pins nothing")
         return cls(
             measurements=tuple(
                 Measurement.from_dict(m, f"{where}.measurements[]")
@@ -245,6 +321,7 @@ class WorkerPolicy:
             allow_unisolated=get_bool(d, "allow_unisolated", where)
             if "allow_unisolated" in d
             else False,
+            hardware=hardware,
         )
 
 
@@ -340,7 +417,15 @@ class Manifest:
 
 @dataclass(frozen=True)
 class Attestation:
-    """Binds a worker's keys to a measurement, signed by an attestation provider."""
+    """Binds a worker's keys to a measurement.
+
+    With the ``simulated`` provider the operator's platform key signs this statement. With a
+    hardware provider (``aws-nitro``, ``amd-sev-snp``, ``intel-tdx``) the worker signs it with
+    the key it names, and ``evidence`` (with ``collateral``, the provider's certificates and
+    signed status files) is the TEE's own report, whose report data must be
+    :func:`sdk.protocol.attestation.key_binding` of the two keys. Both fields are written only
+    for hardware providers.
+    """
 
     KIND: ClassVar[str] = "attestation"
 
@@ -350,9 +435,15 @@ class Attestation:
     worker_encryption_key: bytes
     measurement: Measurement
     issued_at: str
+    evidence: bytes = b""
+    collateral: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def is_hardware(self) -> bool:
+        return self.provider in HARDWARE_PROVIDERS
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "provider": self.provider,
             "isolation": self.isolation,
             "worker_signing_key": self.worker_signing_key.hex(),
@@ -360,25 +451,39 @@ class Attestation:
             "measurement": self.measurement.to_dict(),
             "issued_at": self.issued_at,
         }
+        if self.is_hardware:
+            out["evidence"] = base64.b64encode(self.evidence).decode()
+            out["collateral"] = {n: base64.b64encode(v).decode() for n, v in self.collateral}
+        return out
 
     @classmethod
     def from_dict(cls, data: object) -> Attestation:
         where = "attestation"
         d = expect_mapping(data, where)
-        check_keys(
-            d,
-            where,
-            [
-                "provider",
-                "isolation",
-                "worker_signing_key",
-                "worker_encryption_key",
-                "measurement",
-                "issued_at",
-            ],
-        )
+        required = [
+            "provider",
+            "isolation",
+            "worker_signing_key",
+            "worker_encryption_key",
+            "measurement",
+            "issued_at",
+        ]
+        provider = get_choice(d, "provider", where, PROVIDERS)
+        hardware = provider in HARDWARE_PROVIDERS
+        check_keys(d, where, required + (["evidence", "collateral"] if hardware else []))
+        evidence: bytes = b""
+        collateral: tuple[tuple[str, bytes], ...] = ()
+        if hardware:
+            evidence = _b64(d["evidence"], f"{where}.evidence", MAX_EVIDENCE_BYTES)
+            files = expect_mapping(d["collateral"], f"{where}.collateral")
+            if len(files) > 8:
+                raise InputError(f"{where}.collateral: at most 8 files")
+            collateral = tuple(
+                (_collateral_name(n, where), _b64(v, f"{where}.collateral", MAX_COLLATERAL_BYTES))
+                for n, v in sorted(files.items())
+            )
         return cls(
-            provider=get_choice(d, "provider", where, PROVIDERS),
+            provider=provider,
             isolation=get_choice(d, "isolation", where, ISOLATIONS),
             worker_signing_key=signing_key_from_hex(
                 d["worker_signing_key"], f"{where}.worker_signing_key"
@@ -388,7 +493,25 @@ class Attestation:
             ),
             measurement=Measurement.from_dict(d["measurement"], f"{where}.measurement"),
             issued_at=check_time(d["issued_at"], f"{where}.issued_at"),
+            evidence=evidence,
+            collateral=collateral,
         )
+
+
+def _collateral_name(name: object, where: str) -> str:
+    if not isinstance(name, str) or not COLLATERAL_NAME.fullmatch(name):
+        raise InputError(f"{where}.collateral: file names like vcek or collateral.json")
+    return name
+
+
+def _b64(value: object, where: str, max_bytes: int) -> bytes:
+    """Standard base64 of at most ``max_bytes`` decoded bytes, checked before decoding."""
+    if not isinstance(value, str) or len(value) > (max_bytes + 2) // 3 * 4:
+        raise InputError(f"{where}: base64 of at most {max_bytes} bytes")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise InputError(f"{where}: not base64") from exc
 
 
 @dataclass(frozen=True)

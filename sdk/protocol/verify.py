@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sdk.errors import AttestationError, InputError, LogError, SignatureError
 from sdk.protocol import merkle
 from sdk.protocol.admission import admit_bundle
+from sdk.protocol.attestation import key_binding, verify_evidence
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.clock import parse_time
 from sdk.protocol.dsse import Envelope, open_envelope, payload_type
@@ -55,13 +56,57 @@ def verify_manifest(
     return manifest
 
 
-def verify_attestation(envelope: Envelope, manifest: Manifest) -> Attestation:
+def verify_attestation(
+    envelope: Envelope, manifest: Manifest, *, at: datetime | None = None
+) -> Attestation:
     """Verify a worker attestation against the manifest's accepted providers and measurements.
 
+    ``simulated``: the statement must be signed by a platform key the manifest pins.
+
+    Hardware providers (``aws-nitro``, ``amd-sev-snp``, ``intel-tdx``): the statement names
+    the worker's keys, so, as with a manifest, its capped payload is parsed to learn them; it is
+    accepted only when (in order) the manifest accepts the provider; the envelope is signed by
+    the worker signing key it names (the worker holds it); the evidence verifies with
+    :func:`sdk.protocol.attestation.verify_evidence` at ``at`` (default: the statement's
+    ``issued_at``, so an auditor can check old evidence whose certificates have since
+    expired) against the manifest's pinned registers, with the key binding of exactly these
+    two keys as report data; and evidence that carries its own time (Nitro) was produced
+    within :data:`MAX_EVIDENCE_SKEW` of ``issued_at``.
+
+    Then, for every provider: the measurement is one the manifest accepts, and an unisolated
+    worker only where the manifest allows it.
+
     Raises:
-        AttestationError: not signed by an accepted platform key, unaccepted provider or
-            measurement, or an unisolated worker the manifest does not allow.
+        AttestationError: any failed check; for evidence, ``error.step`` names the step.
     """
+    if envelope.payload_type != payload_type(Attestation.KIND):
+        raise AttestationError("attestation: wrong payload type", step="parse")
+    try:
+        claimed = Attestation.from_dict(
+            parse_json(envelope.payload, max_bytes=MAX_ATTESTATION_BYTES)
+        )
+    except InputError as exc:
+        raise AttestationError(
+            f"attestation: malformed ({exc.message[:80]})", step="parse"
+        ) from exc
+    if claimed.provider not in manifest.workers.providers:
+        raise AttestationError(f"attestation: provider {claimed.provider!r} not accepted")
+    if claimed.is_hardware:
+        attestation = _verify_hardware(envelope, claimed, manifest, at)
+    else:
+        attestation = _verify_simulated(envelope, manifest)
+    if attestation.measurement not in manifest.workers.measurements:
+        raise AttestationError("attestation: measurement not accepted by the manifest")
+    if attestation.isolation == "none" and not manifest.workers.allow_unisolated:
+        raise AttestationError("attestation: unisolated worker not accepted by the manifest")
+    return attestation
+
+
+MAX_ATTESTATION_BYTES = 2 * 1024 * 1024
+MAX_EVIDENCE_SKEW = timedelta(minutes=10)
+
+
+def _verify_simulated(envelope: Envelope, manifest: Manifest) -> Attestation:
     trusted = {f"platform-{i}": k for i, k in enumerate(manifest.workers.platform_keys)}
     if not trusted:
         raise AttestationError("attestation: the manifest accepts no platform key")
@@ -70,12 +115,42 @@ def verify_attestation(envelope: Envelope, manifest: Manifest) -> Attestation:
     except SignatureError as exc:
         raise AttestationError("attestation: not signed by an accepted platform key") from exc
     attestation = Attestation.from_dict(payload)
-    if attestation.provider not in manifest.workers.providers:
-        raise AttestationError(f"attestation: provider {attestation.provider!r} not accepted")
-    if attestation.measurement not in manifest.workers.measurements:
-        raise AttestationError("attestation: measurement not accepted by the manifest")
-    if attestation.isolation == "none" and not manifest.workers.allow_unisolated:
-        raise AttestationError("attestation: unisolated worker not accepted by the manifest")
+    if attestation.provider != "simulated":
+        raise AttestationError("attestation: a platform key vouches only for simulated workers")
+    return attestation
+
+
+def _verify_hardware(
+    envelope: Envelope, claimed: Attestation, manifest: Manifest, at: datetime | None
+) -> Attestation:
+    try:
+        payload, _ = open_envelope(
+            envelope,
+            Attestation.KIND,
+            {"worker": claimed.worker_signing_key},
+            threshold=1,
+            max_payload_bytes=MAX_ATTESTATION_BYTES,
+        )
+    except SignatureError as exc:
+        raise AttestationError(
+            "attestation: not signed by the worker key it names", step="signature"
+        ) from exc
+    attestation = Attestation.from_dict(payload)
+    if attestation != claimed:
+        raise AttestationError("attestation: the signed statement differs", step="parse")
+    issued = parse_time(attestation.issued_at, "attestation.issued_at")
+    binding = key_binding(attestation.worker_signing_key, attestation.worker_encryption_key)
+    claims = verify_evidence(
+        attestation.provider,
+        attestation.evidence,
+        policy=manifest.workers.hardware_policy(attestation.provider).evidence_policy(binding),
+        now=at or issued,
+        collateral=dict(attestation.collateral),
+    )
+    if claims.issued_at is not None and abs(claims.issued_at - issued) > MAX_EVIDENCE_SKEW:
+        raise AttestationError(
+            "attestation: the evidence's time is far from the statement's", step="expiry"
+        )
     return attestation
 
 

@@ -39,6 +39,7 @@ from sdk.protocol.attestation.claims import (
 
 __all__ = [
     "HARDWARE_PROVIDERS",
+    "REQUIRED_REGISTERS",
     "STEPS",
     "EvidencePolicy",
     "VerifiedClaims",
@@ -52,6 +53,15 @@ HARDWARE_PROVIDERS: Mapping[str, str] = {
     "aws-nitro": "nitro",
     "amd-sev-snp": "snp",
     "intel-tdx": "tdx",
+}
+
+# the registers a manifest must pin for each provider (more may be pinned): Nitro's enclave
+# image, kernel and application (PCR0-2); SNP's launch measurement and guest policy bits;
+# TDX's TD measurement and the firmware, OS and command-line runtime registers
+REQUIRED_REGISTERS: Mapping[str, tuple[str, ...]] = {
+    "aws-nitro": ("PCR0", "PCR1", "PCR2"),
+    "amd-sev-snp": ("MEASUREMENT", "POLICY"),
+    "intel-tdx": ("MRTD", "RTMR0", "RTMR1", "RTMR2"),
 }
 
 
