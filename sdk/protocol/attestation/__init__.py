@@ -86,7 +86,8 @@ def verify_evidence(
     """Verify one provider's evidence at ``now`` (timezone-aware) against ``policy``.
 
     ``collateral`` maps a file name to its bytes: SNP takes ``vcek`` (DER or PEM) and
-    optionally ``ask``; TDX takes ``collateral.json`` (dcap-qvl's ``QuoteCollateralV3``).
+    optionally ``ask`` and ``ark`` (which must be the pinned ones); TDX takes
+    ``collateral.json`` (dcap-qvl's ``QuoteCollateralV3``).
 
     Raises:
         AttestationError: an unknown provider, evidence or collateral over its cap, a naive
