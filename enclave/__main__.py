@@ -54,7 +54,12 @@ def _provision(args: argparse.Namespace) -> dict[str, object]:
     from enclave.job import error_code_of
     from enclave.jobdir import read_secret
     from enclave.measure import code_digest
-    from enclave.worker_keys import WorkerKeys, make_attestation, seal_worker_keys
+    from enclave.worker_keys import (
+        WorkerKeys,
+        make_attestation,
+        make_hardware_attestation,
+        seal_worker_keys,
+    )
     from sdk.protocol import jobdir as layout
     from sdk.protocol.models import Measurement
 
@@ -64,7 +69,14 @@ def _provision(args: argparse.Namespace) -> dict[str, object]:
         if len(platform) != 32:
             raise ValueError("platform secret must be 32 bytes")
         keys = WorkerKeys.generate()
-        attestation = make_attestation(keys, platform, measurement, args.isolation)
+        if args.provider == "simulated":
+            attestation = make_attestation(keys, platform, measurement, args.isolation)
+        else:
+            from enclave.evidence import collect_evidence
+
+            attestation = make_hardware_attestation(
+                keys, args.provider, measurement, args.isolation, collect_evidence
+            )
         sealed = seal_worker_keys(keys, platform, measurement)
     except Exception as exc:
         return {"status": "failed", "error_code": error_code_of(exc)}
@@ -85,6 +97,12 @@ def main(argv: list[str] | None = None, runner: Any = None) -> int:
         cmd.add_argument("--job", required=True, help="the job directory")
         cmd.add_argument("--image-id", required=True, help="the image id the launcher started")
         cmd.add_argument("--isolation", choices=("container", "none"), required=True)
+    sub.choices["provision"].add_argument(
+        "--provider",
+        choices=("simulated", "aws-nitro", "amd-sev-snp", "intel-tdx"),
+        default="simulated",
+        help="who attests the keys: the platform key, or the TEE this worker runs in",
+    )
     sub.add_parser("measure", help="print the code digest of this worker")
     args = parser.parse_args(argv)
     os.umask(0o077)

@@ -8,9 +8,11 @@ shape as SGX sealing to MRENCLAVE, with the operator's root trusted instead of h
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sdk.errors import AttestationError, DecryptionError, InputError
+from sdk.protocol.attestation import key_binding
 from sdk.protocol.clock import now
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.keys import PartyKey, Signer
@@ -80,3 +82,29 @@ def make_attestation(
         issued_at=now(),
     )
     return sign_envelope(Attestation.KIND, statement.to_dict(), [Signer.from_seed(platform_seed)])
+
+
+def make_hardware_attestation(
+    keys: WorkerKeys,
+    provider: str,
+    measurement: Measurement,
+    isolation: str,
+    collect: Callable[[str, bytes], tuple[bytes, dict[str, bytes]]],
+) -> Envelope:
+    """A hardware provider's attestation: the TEE's evidence over the key binding of these
+    keys (``collect``: :func:`enclave.evidence.collect_evidence`), in a statement the worker
+    signs with the key it names (:func:`sdk.protocol.verify.verify_attestation`)."""
+    evidence, collateral = collect(
+        provider, key_binding(keys.signer.public_key, keys.encryption_public)
+    )
+    statement = Attestation(
+        provider=provider,
+        isolation=isolation,
+        worker_signing_key=keys.signer.public_key,
+        worker_encryption_key=keys.encryption_public,
+        measurement=measurement,
+        issued_at=now(),
+        evidence=evidence,
+        collateral=tuple(sorted(collateral.items())),
+    )
+    return sign_envelope(Attestation.KIND, statement.to_dict(), [keys.signer])

@@ -14,12 +14,24 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from sdk.errors import AttestationError
 
 MAX_CERTIFICATE_BYTES = 16 * 1024
+
+# what cryptography raises for malformed certificates besides ValueError
+X509_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+_LINK_ERRORS: tuple[type[Exception], ...] = (InvalidSignature, *X509_ERRORS)
 
 
 def load_certificate(data: bytes, *, provider: str, what: str) -> x509.Certificate:
@@ -36,7 +48,7 @@ def load_certificate(data: bytes, *, provider: str, what: str) -> x509.Certifica
             if data.lstrip().startswith(b"-----BEGIN"):
                 return x509.load_pem_x509_certificate(data)
             return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+    except X509_ERRORS as exc:  # e.g. InvalidVersion, which is not a ValueError
         raise AttestationError(
             f"{provider}: parse: {what} is not a certificate", step="parse"
         ) from exc
@@ -51,6 +63,8 @@ def _is_ca(certificate: x509.Certificate) -> bool:
     try:
         constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
     except x509.ExtensionNotFound:
+        return False
+    except X509_ERRORS:  # malformed extensions
         return False
     return constraints.value.ca
 
@@ -82,7 +96,7 @@ def verify_chain(
             )
         try:
             certificate.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature) as exc:
+        except _LINK_ERRORS as exc:
             raise AttestationError(
                 f"{provider}: chain: certificate {depth} is not issued by the one before it",
                 step="chain",
