@@ -103,6 +103,8 @@ def verify_evidence(
             f"{provider}: size: evidence over {MAX_EVIDENCE_BYTES} bytes", step="size"
         )
     collateral = dict(collateral or {})
+    if not all(isinstance(k, str) and isinstance(v, bytes) for k, v in collateral.items()):
+        raise AttestationError(f"{provider}: collateral: names and bytes only", step="collateral")
     if sum(len(v) for v in collateral.values()) > MAX_COLLATERAL_BYTES:
         raise AttestationError(
             f"{provider}: size: collateral over {MAX_COLLATERAL_BYTES} bytes", step="size"
