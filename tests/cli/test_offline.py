@@ -398,3 +398,28 @@ def test_operator_commands_without_the_coordinator_extra(tmp_path: Path) -> None
           "E_CONFIG", 11)
     # party commands do not need it
     ok(sealroom("keys", "new", "dave", home=tmp_path / "h", env=env))
+
+
+def test_room_file_pins_hardware_registers(world: dict[str, Path], tmp_path: Path) -> None:
+    """[workers.hardware.<provider>] in a room file: the registers go into the manifest every
+    party signs, `room new` shows them, and a provider that pins too little is refused."""
+    root = world["root"]
+    base = (root / "room.toml").read_text().replace(
+        'providers = ["simulated"]', 'providers = ["simulated", "aws-nitro"]')
+    pcrs = {f"PCR{i}": f"{i:02x}" * 48 for i in range(3)}
+    hardware = "\n[workers.hardware.aws-nitro]\n" + "".join(
+        f'{name} = ["{value}"]\n' for name, value in pcrs.items())
+    for name in ("brand.pub", "publisher.pub"):
+        (tmp_path / name).write_bytes((root / name).read_bytes())
+    (tmp_path / "room.toml").write_text(base + hardware)
+    res = ok(sealroom("room", "new", str(tmp_path / "room.toml"), "-o", str(tmp_path / "m.json"),
+                      home=world["home_brand"]))
+    assert "aws-nitro: PCR0 000000000000, PCR1 010101010101, PCR2 020202020202; debug refused" in res.out
+    payload = json.loads(base64.b64decode(json.loads((tmp_path / "m.json").read_text())["payload"]))
+    assert payload["workers"]["hardware"] == {"aws-nitro": {k: [v] for k, v in pcrs.items()}}
+    (tmp_path / "room.toml").write_text(base + hardware.replace('PCR2 = ["' + pcrs["PCR2"] + '"]\n', ""))
+    fails(sealroom("room", "new", str(tmp_path / "room.toml"), "-o", str(tmp_path / "m2.json"),
+                   home=world["home_brand"]), "E_INPUT")
+    (tmp_path / "room.toml").write_text(base)
+    fails(sealroom("room", "new", str(tmp_path / "room.toml"), "-o", str(tmp_path / "m3.json"),
+                   home=world["home_brand"]), "E_INPUT")
