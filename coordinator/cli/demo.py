@@ -332,13 +332,13 @@ def _study(demo: Demo, platform_key: str, image_id: str, code_digest: str) -> No
     for name in ("overlap", "lift"):
         demo.sh("brand", "bundle", "submit", str(demo.work / f"{name}.bundle.json"), quiet=True)
     demo.section("both parties review and approve the exact bundle digests")
-    demo.sh("brand", "bundle", "approve", digests["lift"])
+    demo.sh("brand", "bundle", "approve", "--yes", digests["lift"])
     demo.say("    (a bundle runs only once EVERY party approved its exact digest:)")
     demo.sh("brand", "run", digests["lift"], expect_error="E_SIGNATURE")
     demo.sh("publisher", "bundle", "review", digests["lift"])
     demo.sh("publisher", "bundle", "review", digests["overlap"], "--no-code", quiet=True)
     for party, name in (("publisher", "overlap"), ("publisher", "lift"), ("brand", "overlap")):
-        demo.sh(party, "bundle", "approve", digests[name])
+        demo.sh(party, "bundle", "approve", "--yes", digests[name])
     demo.section("runs: a fresh worker per run verifies everything again")
     runs = {name: _field(demo.sh("brand", "run", digests[name]), "run ") for name in digests}
     demo.section("results: decrypted by each recipient, receipts verified")

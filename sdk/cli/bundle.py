@@ -9,7 +9,10 @@
 * ``bundle submit`` sends it to the coordinator.
 * ``bundle approve`` / ``bundle revoke`` sign this party's decision on one exact bundle digest,
   after verifying the bundle against the pinned manifest (and, for templates, that its code and
-  output spec are exactly what the template generates).
+  output spec are exactly what the template generates). They show what is signed (title,
+  digest, datasets, privacy cost against the budget left) and ask ``Sign approval of DIGEST?
+  [y/N]``; ``--yes`` signs without asking, and without a terminal and ``--yes`` they refuse
+  (``E_INPUT``) rather than wait for an answer.
 
 ``bundle review`` lives in :mod:`sdk.cli.review`; the library under these is
 :mod:`sdk.party.bundles`.
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.cli.context import Context, short
-from sdk.errors import InputError
+from sdk.errors import InputError, SealroomError
 from sdk.party.bundles import (
     TEMPLATE_NAMES,
     PlanPrivacy,
@@ -37,9 +40,11 @@ from sdk.party.bundles import (
     template_inputs,
 )
 from sdk.party.files import read_json_file, write_json_file
+from sdk.party.review import budget_lines
 from sdk.party.statements import make_bundle
-from sdk.party.trust import load_room
+from sdk.party.trust import PinnedRoom, fetch_log, fetch_workers, load_room
 from sdk.protocol.clock import utcnow
+from sdk.protocol.models import Bundle
 from sdk.protocol.spec import OutputSpec
 from sdk.protocol.templates import build_template
 from sdk.protocol.verify import verify_bundle
@@ -148,9 +153,38 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(ctx: Context, room: PinnedRoom, digest: str, bundle: Bundle) -> None:
+    """What is about to be signed: title, digest, datasets and the privacy cost against the
+    budget left (verified log)."""
+    ctx.say(f"bundle    {digest}")
+    ctx.say(f"title     {bundle.title}")
+    ctx.say(f"author    {bundle.author} (signature verified)")
+    ctx.say("datasets  " + ", ".join(
+        f"{i.dataset}@{'latest' if i.version is None else i.version} "
+        f"(owner {room.manifest.dataset(i.dataset).owner})" for i in bundle.inputs))
+    try:
+        workers, _ = fetch_workers(ctx, room)
+        lines = budget_lines(room, bundle, fetch_log(ctx, room, workers))
+    except SealroomError as exc:
+        ctx.say(f"privacy   cost against the budget unknown: {exc.diagnostics()}")
+        return
+    ctx.table(["dataset", "epsilon budget", "spent", "left", "cost/run", "runs affordable"], [
+        (line.dataset, str(line.budget), str(line.spent), str(line.left), str(line.cost),
+         "unlimited" if line.runs_affordable is None else str(line.runs_affordable))
+        for line in lines
+    ])
+
+
 def _decide(ctx: Context, args: argparse.Namespace, decision: str) -> int:
+    if not args.yes and not ctx.can_confirm():
+        raise InputError("pass --yes to confirm without a terminal")
     room = load_room(ctx, args.room)
     envelope, bundle = load_bundle(ctx, room, args.bundle)
+    digest = envelope.digest()
+    _summary(ctx, room, digest, bundle)
+    statement = "approval" if decision == "approve" else "revocation"
+    if not args.yes and not ctx.confirm(f"Sign {statement} of {digest}?"):
+        raise InputError(f"not confirmed: no {statement} was signed")
     decide(ctx, room, envelope, decision, reason=args.reason or "", valid_days=args.valid_days)
     verb = "approved" if decision == "approve" else "revoked"
     ctx.say(f"{ctx.key().name} {verb} bundle {short(envelope.digest())} ({bundle.title})")
@@ -158,12 +192,15 @@ def _decide(ctx: Context, args: argparse.Namespace, decision: str) -> int:
 
 
 def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
-    """Sign and send this party's approval of one exact bundle digest."""
+    """Sign and send this party's approval of one exact bundle digest. It shows the title,
+    digest, datasets and privacy cost, and asks before it signs (--yes: without asking)."""
     return _decide(ctx, args, "approve")
 
 
 def cmd_revoke(ctx: Context, args: argparse.Namespace) -> int:
-    """Sign and send this party's revocation: the bundle will not run again."""
+    """Sign and send this party's revocation: the bundle will not run again. It shows the
+    title, digest, datasets and privacy cost, and asks before it signs (--yes: without
+    asking)."""
     return _decide(ctx, args, "revoke")
 
 
@@ -209,4 +246,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("bundle", help="bundle file or digest")
         p.add_argument("--reason")
         p.add_argument("--valid-days", type=int, default=30)
+        p.add_argument("-y", "--yes", action="store_true",
+                       help="sign without asking (needed when stdin is not a terminal)")
         p.set_defaults(handler=handler)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sdk.errors import ConfigError
+from sdk.errors import ConfigError, InputError
 from sdk.party.events import Event
 from sdk.party.session import ENV_PASSPHRASE, Session
 
@@ -28,6 +28,7 @@ class Context(Session):
     debug: bool = False
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
+    inp: TextIO | None = field(default_factory=lambda: sys.stdin)
     _bars: dict[str, ProgressBar] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -44,6 +45,22 @@ class Context(Session):
     def note(self, text: str) -> None:
         """A line on stderr (progress and warnings, never results)."""
         print(text, file=self.err, flush=True)
+
+    def can_confirm(self) -> bool:
+        """Whether a question can be asked: stdin is a terminal."""
+        isatty = getattr(self.inp, "isatty", None)
+        return bool(isatty and isatty())
+
+    def confirm(self, question: str) -> bool:
+        """Ask ``question [y/N]`` on the terminal; True only for y or yes.
+
+        Raises ``InputError`` without a terminal: a question nobody can answer must not hang.
+        """
+        if self.inp is None or not self.can_confirm():
+            raise InputError("pass --yes to confirm without a terminal")
+        self.err.write(f"{question} [y/N] ")
+        self.err.flush()
+        return self.inp.readline().strip().lower() in ("y", "yes")
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Print a plain-text table on stdout."""

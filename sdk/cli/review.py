@@ -15,30 +15,15 @@ from typing import Any
 
 from sdk.cli.context import Context, short
 from sdk.party.bundles import load_bundle
-from sdk.party.review import approval_states, budget_lines, plan_lines, risk_report
-from sdk.party.trust import PinnedRoom, fetch_log, fetch_workers, load_room
+from sdk.party.review import (
+    approval_states,
+    budget_lines,
+    plan_lines,
+    risk_report,
+    spec_lines,
+)
+from sdk.party.trust import fetch_log, fetch_workers, load_room
 from sdk.protocol.admission import guarantee_of
-from sdk.protocol.models import Bundle
-from sdk.protocol.policy import effective_min_group_size
-
-
-def _spec_rows(room: PinnedRoom, bundle: Bundle) -> list[tuple[str, str]]:
-    spec = bundle.output
-    rows = [("mode", spec.mode), ("privacy unit", spec.privacy_unit)]
-    for g in spec.group_by:
-        domain = "from the data" if g.domain is None else ", ".join(g.domain)
-        rows.append((f"group by {g.column}", domain))
-    for m in spec.measures:
-        rows.append((f"measure {m.name}", f"{m.agg}({m.column}) clamped to [{m.lower}, {m.upper}]"))
-    rows.append(("max contributions/unit", str(spec.max_contributions)))
-    rows.append(("min group size", f"{effective_min_group_size(room.manifest, bundle)} (enforced)"))
-    rows.append(("differential privacy", "none" if spec.dp is None
-                 else f"epsilon {spec.dp.epsilon}, delta {spec.dp.delta} per run"))
-    if spec.mode == "list":
-        rows.append(("list column", str(spec.list_column)))
-        rows.append(("list min size", str(spec.list_min_size)))
-    rows.append(("max groups", str(spec.max_groups)))
-    return rows
 
 
 def cmd_review(ctx: Context, args: argparse.Namespace) -> int:
@@ -76,7 +61,7 @@ def cmd_review(ctx: Context, args: argparse.Namespace) -> int:
         for line in plan:
             ctx.say(f"  - {line}")
         ctx.say("")
-    ctx.table(["output spec", ""], _spec_rows(room, bundle))
+    ctx.table(["output spec", ""], spec_lines(room, bundle))
     ctx.say("")
     rows = [
         (line.dataset, str(line.budget), str(line.spent), str(line.left), str(line.cost),

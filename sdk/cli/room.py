@@ -221,16 +221,88 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
         out.append((prefix, "-" if value is None else str(value)))
 
 
+def _section(status: dict[str, Any], name: str) -> dict[str, Any]:
+    value = status.pop(name, None)
+    return value if isinstance(value, dict) else {}
+
+
+def _seconds(value: Any) -> str:
+    return "-" if not isinstance(value, int | float) else f"{value:.2f}"
+
+
+def _bytes(size: Any) -> str:
+    if not isinstance(size, int | float):
+        return "- bytes"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size:.0f} bytes"
+
+
+def _reported(ctx: Context, raw: dict[str, Any]) -> None:
+    """The coordinator's figures as tables (whatever it sends beyond them, flattened)."""
+    status = dict(raw)
+    status.pop("room_id", None)
+    queries, turnaround = _section(status, "queries"), _section(status, "turnaround")
+    privacy, utility = _section(status, "privacy"), _section(status, "utility")
+    match, uploads = _section(status, "match_rate"), _section(status, "uploads")
+    log = privacy.pop("log", {}) if isinstance(privacy.get("log"), dict) else {}
+    datasets = privacy.pop("datasets", [])
+    missing = status.pop("missing_signatures", [])
+    complete = status.pop("complete", None)
+    size = uploads.get("bytes")
+    ctx.table(["what", "reported"], [
+        ("manifest", str(status.pop("manifest_digest", "-"))),
+        ("signatures", "complete" if complete else f"missing: {', '.join(map(str, missing)) or '?'}"),
+        ("uploads", f"{uploads.get('statements', '-')} statements, {uploads.get('complete', '-')} "
+                    f"complete, {_bytes(size)}"),
+        ("log", f"{log.get('size', '-')} entries, checkpoint {log.get('checkpoint_size', '-')}, "
+                f"complete {'yes' if log.get('verified_complete') else 'no'}"),
+        ("default min group", str(privacy.pop("default_min_group_size", "-"))),
+    ])
+    ctx.say("")
+    by_state = queries.get("by_state") if isinstance(queries.get("by_state"), dict) else {}
+    assert isinstance(by_state, dict)
+    states = sorted(by_state)
+    ctx.table(["runs", "last 7 days", *states],
+              [(queries.get("runs_total", "-"), queries.get("runs_last_7d", "-"),
+                *(by_state[k] for k in states))])
+    ctx.say("")
+    ctx.table(["turnaround: runs", "median s", "p95 s", "max s"],
+              [(turnaround.get("count", "-"), _seconds(turnaround.get("median_s")),
+                _seconds(turnaround.get("p95_s")), _seconds(turnaround.get("max_s")))])
+    ctx.say("")
+    share = utility.get("share_changed")
+    ctx.table(["feedback", "changed a decision", "share", "match rate reports", "latest", "mean"],
+              [(utility.get("feedback", "-"), utility.get("changed_decision", "-"),
+                "-" if share is None else f"{share:.0%}", match.get("reports", "-"),
+                match.get("latest"), match.get("mean"))])
+    if isinstance(datasets, list) and datasets:
+        ctx.say("")
+        ctx.table(["dataset (reported)", "owner", "epsilon budget", "spent", "left",
+                   "delta spent"],
+                  [(d.get("dataset"), d.get("owner"), d.get("epsilon_budget"),
+                    d.get("epsilon_spent"), d.get("epsilon_left"), d.get("delta_spent"))
+                   for d in datasets if isinstance(d, dict)])
+    rest: list[tuple[str, str]] = []
+    queries_rest = {k: v for k, v in queries.items()
+                    if k not in ("runs_total", "runs_last_7d", "by_state")}
+    for name, section in (("queries", queries_rest), ("privacy", privacy), ("", status)):
+        if section:
+            _flatten(name, section, rest)
+    if rest:
+        ctx.say("")
+        ctx.table(["other metric", "value"], rest)
+
+
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     """Per-room metrics from the coordinator, and the privacy posture verified locally."""
     room = load_room(ctx, args.room)
     workers, rejected = fetch_workers(ctx, room)
     log = fetch_log(ctx, room, workers)
     status = ctx.client().room_status(room.room_id)
-    rows: list[tuple[str, str]] = []
-    _flatten("", status, rows)
-    ctx.say(f"room {room.room_id} — reported by the coordinator")
-    ctx.table(["metric", "value"], rows)
+    ctx.say(f"room {room.room_id} — reported by the coordinator (not verified here)")
+    _reported(ctx, status if isinstance(status, dict) else {})
     ctx.say("")
     ctx.say("verified on this machine from the signed log")
     ctx.table(

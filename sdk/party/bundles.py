@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sdk.errors import ConfigError, InputError
+from sdk.errors import ConfigError, InputError, SignatureError
 from sdk.party.files import read_envelope_file
 from sdk.party.session import Session
 from sdk.party.statements import make_approval
@@ -174,6 +174,9 @@ def load_bundle(session: Session, room: PinnedRoom, ref: str) -> tuple[Envelope,
         envelope = read_envelope_file(ref, "bundle")
     elif re.fullmatch(r"[0-9a-f]{6,64}", ref):
         envelope = session.client().bundle(room.room_id, ref)
+        if not envelope.digest().startswith(ref):  # the coordinator answered another bundle
+            raise SignatureError(f"the coordinator sent bundle {envelope.digest()[:12]} "
+                                 f"for {ref[:12]}")
     else:
         raise InputError(f"{ref!r} is neither a bundle file nor a bundle digest")
     bundle = verify_bundle(envelope, room.manifest, room.digest, now=utcnow())

@@ -76,23 +76,72 @@ def risk_report(room: PinnedRoom, bundle: Bundle, log: VerifiedLog | None) -> li
     return risks
 
 
+@dataclass(frozen=True)
+class ColumnUse:
+    """One column a plan reads: its dataset, the dataset's owner, and the role the owner gave
+    it (``id`` for the id column, which is joined only)."""
+
+    dataset: str
+    owner: str
+    column: str
+    role: str
+
+
+def columns_used(room: PinnedRoom, bundle: Bundle) -> list[ColumnUse]:
+    """Every column a plan bundle reads, dataset by dataset (the id column first), with its
+    owner's role. Empty for custom code: the platform cannot tell what whole-table code reads."""
+    from sdk.protocol.plan import referenced
+
+    if bundle.plan is None:
+        return []
+    out: list[ColumnUse] = []
+    for name, columns in sorted(referenced(bundle.plan).items()):
+        dataset = room.manifest.dataset(name)
+        out.append(ColumnUse(name, dataset.owner, dataset.id_column, "id"))
+        out += [ColumnUse(name, dataset.owner, c, dataset.role(c)) for c in sorted(columns)]
+    return out
+
+
 def plan_lines(room: PinnedRoom, bundle: Bundle) -> list[str]:
     """The plan in words, then every column it reads with its owner's role: what a reviewer
     approves (the worker runs exactly this plan). Empty for custom code."""
-    from sdk.protocol.plan import plan_in_words, referenced
+    from sdk.protocol.plan import plan_in_words
 
     plan = bundle.plan
     if plan is None:
         return []
     lines = list(plan_in_words(plan))
-    for name, columns in sorted(referenced(plan).items()):
-        dataset = room.manifest.dataset(name)
-        used = [f"{dataset.id_column} (id, joined only)"] + [
-            f"{c} ({dataset.role(c)})" for c in sorted(columns)]
-        lines.append(f"reads {name} (owner {dataset.owner}): {', '.join(used)}")
+    by_dataset: dict[str, list[ColumnUse]] = {}
+    for use in columns_used(room, bundle):
+        by_dataset.setdefault(use.dataset, []).append(use)
+    for name, uses in by_dataset.items():
+        used = [f"{u.column} (id, joined only)" if u.role == "id" else f"{u.column} ({u.role})"
+                for u in uses]
+        lines.append(f"reads {name} (owner {uses[0].owner}): {', '.join(used)}")
     if bundle.kind == "python":
         lines.append("the Python code below is the author's builder; what runs is this plan")
     return lines
+
+
+def spec_lines(room: PinnedRoom, bundle: Bundle) -> list[tuple[str, str]]:
+    """The output spec as (what, value) lines, with the minimum group size the worker will
+    enforce (the strictest of the room's, the datasets' and the bundle's)."""
+    spec = bundle.output
+    rows = [("mode", spec.mode), ("privacy unit", spec.privacy_unit)]
+    for g in spec.group_by:
+        domain = "from the data" if g.domain is None else ", ".join(g.domain)
+        rows.append((f"group by {g.column}", domain))
+    for m in spec.measures:
+        rows.append((f"measure {m.name}", f"{m.agg}({m.column}) clamped to [{m.lower}, {m.upper}]"))
+    rows.append(("max contributions/unit", str(spec.max_contributions)))
+    rows.append(("min group size", f"{effective_min_group_size(room.manifest, bundle)} (enforced)"))
+    rows.append(("differential privacy", "none" if spec.dp is None
+                 else f"epsilon {spec.dp.epsilon}, delta {spec.dp.delta} per run"))
+    if spec.mode == "list":
+        rows.append(("list column", str(spec.list_column)))
+        rows.append(("list min size", str(spec.list_min_size)))
+    rows.append(("max groups", str(spec.max_groups)))
+    return rows
 
 
 def approval_states(

@@ -171,15 +171,15 @@ def test_review_shows_cost_and_risks(room: World) -> None:
 
 
 def test_unapproved_bundle_is_refused(room: World) -> None:
-    ok(room.cli("brand", "bundle", "approve", room.bundles["lift"]))
+    ok(room.cli("brand", "bundle", "approve", "--yes", room.bundles["lift"]))
     res = fails(room.cli("brand", "run", room.bundles["lift"]), "E_SIGNATURE", 3)
     assert "publisher" in res.err
 
 
 def test_approved_runs_and_results(room: World) -> None:
-    ok(room.cli("publisher", "bundle", "approve", room.bundles["lift"]))
+    ok(room.cli("publisher", "bundle", "approve", "--yes", room.bundles["lift"]))
     for party in ("brand", "publisher"):
-        ok(room.cli(party, "bundle", "approve", room.bundles["overlap"]))
+        ok(room.cli(party, "bundle", "approve", "--yes", room.bundles["overlap"]))
     for name in ("lift", "overlap"):
         out = ok(room.cli("brand", "run", room.bundles[name])).out
         room.runs[name] = _field(out, r"run (\S+): succeeded")
@@ -229,7 +229,8 @@ def test_the_python_api_verifies_like_the_cli(room: World) -> None:
 
 
 def test_revoked_approval_stops_the_bundle(room: World) -> None:
-    ok(room.cli("publisher", "bundle", "revoke", room.bundles["overlap"], "--reason", "enough"))
+    ok(room.cli("publisher", "bundle", "revoke", "--yes", room.bundles["overlap"],
+                "--reason", "enough"))
     res = fails(room.cli("brand", "run", room.bundles["overlap"]), "E_SIGNATURE", 3)
     assert "revoked" in res.err
 
@@ -253,7 +254,7 @@ def test_sql_plan_bundle_reviewed_in_words_and_run(room: World) -> None:
     assert "reads visitors (owner publisher): email (id, joined only), segment (dimension)" \
         in review
     for party in ("brand", "publisher"):
-        ok(room.cli(party, "bundle", "approve", digest[:12]))
+        ok(room.cli(party, "bundle", "approve", "--yes", digest[:12]))
     run = _field(ok(room.cli("brand", "run", digest)).out, r"run (\S+): succeeded")
     res = ok(room.cli("brand", "result", "get", run, "-o", str(room.root / "reach.csv")))
     assert "privacy by construction" in res.out
@@ -277,7 +278,7 @@ def test_custom_sql_bundle_with_an_output_spec(room: World) -> None:
     assert "CUSTOM SQL CODE" in review and "NO DIFFERENTIAL PRIVACY" in review
     assert "recipient publisher owns" not in review
     for party in ("brand", "publisher"):
-        ok(room.cli(party, "bundle", "approve", digest[:12]))
+        ok(room.cli(party, "bundle", "approve", "--yes", digest[:12]))
     run = _field(ok(room.cli("publisher", "run", digest)).out, r"run (\S+): succeeded")
     res = ok(room.cli("publisher", "result", "get", run))
     assert "software" in res.out and "min group 50" in res.out
@@ -300,7 +301,7 @@ def test_custom_python_bundle_with_params(room: World) -> None:
     ok(room.cli("brand", "bundle", "submit", str(room.root / "plans.bundle.json")))
     assert "CUSTOM PYTHON CODE" in ok(room.cli("publisher", "bundle", "review", digest)).out
     for party in ("brand", "publisher"):
-        ok(room.cli(party, "bundle", "approve", digest))
+        ok(room.cli(party, "bundle", "approve", "--yes", digest))
     run = _field(ok(room.cli("brand", "run", digest)).out, r"run (\S+): succeeded")
     assert "starter" in ok(room.cli("brand", "result", "get", run)).out
 

@@ -55,8 +55,8 @@ text = call("new", brand, "bundle", "new", "--template", "overlap", "--param", "
 digest = re.search(r"bundle ([0-9a-f]{64})", text).group(1)
 call("submit", brand, "bundle", "submit", bundle_file)
 call("review", publisher, "bundle", "review", digest)
-call("approve publisher", publisher, "bundle", "approve", digest)
-call("approve brand", brand, "bundle", "approve", digest)
+call("approve publisher", publisher, "bundle", "approve", "--yes", digest)
+call("approve brand", brand, "bundle", "approve", "--yes", digest)
 call("review after", brand, "bundle", "review", digest, "--no-code")
 print(json.dumps({"digest": digest, "outputs": outputs, "modules": sorted(sys.modules)}))
 """

@@ -335,9 +335,10 @@ class Walkthrough:
             return ""
         started = time.monotonic()
         try:
+            # stdin is no terminal, as in CI: a command that would ask must say --yes
             proc = subprocess.run(["bash", "--noprofile", "--norc", "-c", m.script(command)],
                                   cwd=self.folder, env=m.env(), capture_output=True, text=True,
-                                  timeout=LINE_TIMEOUT, check=False)
+                                  stdin=subprocess.DEVNULL, timeout=LINE_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
             self.fail(f"{where}\ndid not finish within {LINE_TIMEOUT:.0f} s")
         took = time.monotonic() - started
