@@ -11,14 +11,20 @@ What this module promises:
   (with ``--require-hashes``), so a rebuild with a warm cache needs no network at all.
 * The build context (``images/.build/worker``, git-ignored) holds the Dockerfile, the lock, the
   wheels and the ``sdk`` and ``enclave`` source trees only; coordinator code never enters it.
-* ``docker build`` runs with ``network_mode="none"``; the image id it prints is the worker's
-  measurement.
+* The context is assembled deterministically (:func:`assemble_context`: sorted; tracked and
+  untracked-but-not-ignored sources only; normalised modes and times) and the worker's
+  Dockerfile builds the same bytes from it every time (no bytecode timestamps, no pip or
+  caches left, a fixed ``SOURCE_DATE_EPOCH``): the worker's measurement is the tree digest of the image
+  (:mod:`coordinator.imagemeasure`, :mod:`sdk.protocol.treedigest`), which a rebuild of the same
+  sources on the same base reproduces. The Docker image id is only the engine's handle.
+* ``docker build`` runs with ``network_mode="none"``.
 
 The operators' coordinator image is built the same way (``--target coordinator``): base
 dependencies plus the ``coordinator`` extra, and the ``sdk`` and ``coordinator`` packages.
 
 Command line: ``python -m coordinator.images build [--target worker|coordinator] [--base IMAGE]
-[--tag TAG]`` (what ``sealroom worker build`` calls); the image id is printed on stdout.
+[--tag TAG] [--no-cache]``; on stdout it prints the worker's measurement (the coordinator
+image's id for ``--target coordinator``).
 """
 
 from __future__ import annotations
@@ -33,16 +39,22 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sdk.errors import SealroomError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = REPO_ROOT / "images"
 BUILD_DIR = IMAGES_DIR / ".build"  # git-ignored
 OFFLINE_BASE = "sealroom-base:bookworm"
 PYTHON_VERSION = "3.11"
+# The one build time of every image (1980-01-01, the earliest a zip file can say): file times in
+# the build context and SOURCE_DATE_EPOCH in the build. Fixed rather than the commit's time, so
+# that a source archive without git history rebuilds the same measurement too.
+SOURCE_DATE_EPOCH = 315532800
 
 
 @dataclass(frozen=True)
@@ -260,18 +272,100 @@ def prepare_wheels(target: ImageTarget = WORKER, *, arch: str | None = None,
     return lock_path
 
 
+def source_files(package: str, root: Path = REPO_ROOT) -> list[str]:
+    """The files of ``package`` that go into an image, as sorted paths relative to ``root``.
+
+    In a git checkout: the tracked and the untracked-but-not-ignored files that exist (what a
+    commit of the working tree would hold; no ``__pycache__``, no editor or tool droppings).
+    Elsewhere (a source archive): every file but bytecode and hidden names.
+    """
+    try:
+        proc = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
+                               "--exclude-standard", "--", package],
+                              capture_output=True, check=False)
+    except OSError:
+        proc = None
+    if proc is not None and proc.returncode == 0:
+        names = {n for n in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if n}
+        return sorted(n for n in names if (root / n).is_file() and not _is_bytecode(n))
+    found = []
+    for path in (root / package).rglob("*"):
+        rel = path.relative_to(root)
+        if path.is_file() and not _is_bytecode(str(rel)) \
+                and not any(part.startswith(".") for part in rel.parts):
+            found.append(rel.as_posix())
+    return sorted(found)
+
+
+def _is_bytecode(name: str) -> bool:
+    return "__pycache__" in name.split("/") or name.endswith((".pyc", ".pyo"))
+
+
+def source_tree_state(packages: Sequence[str], root: Path = REPO_ROOT) -> str:
+    """The commit the sources are at (12 hex digits; ``""`` outside a git checkout), with
+    ``-dirty`` appended when ``packages`` or ``images/`` have uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, check=False)
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                 *packages, "images"], capture_output=True, text=True,
+                                check=False)
+    except OSError:
+        return ""
+    if head.returncode != 0:
+        return ""
+    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def source_code_digest(root: Path = REPO_ROOT) -> str | None:
+    """The worker's code digest (``enclave.measure``) of the sources in ``root``, computed by a
+    child Python (the coordinator never imports enclave code); None when it cannot run."""
+    code = "from enclave.measure import code_digest; print(code_digest())"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                              text=True, timeout=120, check=False,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    digest = proc.stdout.strip()
+    return digest if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{64}", digest) else None
+
+
+def _normalised_copy(src: Path, dst: Path) -> None:
+    """Copy the content only; mode 0755 when the source is executable, else 0644; the fixed
+    build time (``SOURCE_DATE_EPOCH``) as its times."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    os.chmod(dst, 0o755 if src.stat().st_mode & 0o111 else 0o644)
+    os.utime(dst, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
+
+
+def _normalise_dirs(top: Path) -> None:
+    # children first (their utime changes the parent's mtime); 0755: the image's readers need it
+    for path in sorted(top.rglob("*"), reverse=True):
+        if path.is_dir():
+            os.chmod(path, 0o755)  # noqa: S103
+            os.utime(path, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
+    os.chmod(top, 0o755)  # noqa: S103
+    os.utime(top, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
+
+
 def assemble_context(lock_path: Path, target: ImageTarget = WORKER,
                      out_dir: Path | None = None) -> Path:
     """Lay out the build context: Dockerfile, lock, wheels (hard links when possible), sources.
 
-    Only ``target.source_packages`` are copied (without bytecode caches), from the working tree.
+    Only ``target.source_packages`` are copied, file by file in sorted order
+    (:func:`source_files`: no bytecode caches), from the working tree. Every file but the
+    wheels (which never reach the final image) gets mode 0644 (0755 if executable) and the
+    fixed time ``SOURCE_DATE_EPOCH``, every directory 0755: the host's umask, checkout time
+    and copy order do not reach the image.
     """
     out_dir = out_dir or BUILD_DIR / target.name
     wheel_dir = target.wheel_dir
     shutil.rmtree(out_dir, ignore_errors=True)
     (out_dir / "wheels").mkdir(parents=True)
-    shutil.copy2(target.image_dir / "Dockerfile", out_dir / "Dockerfile")
-    shutil.copy2(lock_path, out_dir / "requirements.lock")
+    _normalised_copy(target.image_dir / "Dockerfile", out_dir / "Dockerfile")
+    _normalised_copy(lock_path, out_dir / "requirements.lock")
     for _, entries in [read_lock(lock_path)]:
         for e in entries:
             src, dst = wheel_dir / e.filename, out_dir / "wheels" / e.filename
@@ -279,15 +373,19 @@ def assemble_context(lock_path: Path, target: ImageTarget = WORKER,
                 os.link(src, dst)
             except OSError:
                 shutil.copy2(src, dst)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in target.source_packages:
-        shutil.copytree(REPO_ROOT / package, out_dir / "src" / package, ignore=ignore)
+        for name in source_files(package):
+            _normalised_copy(REPO_ROOT / name, out_dir / "src" / name)
+    _normalise_dirs(out_dir)
     return out_dir
 
 
-def docker_build(context: Path, *, base: str, tag: str, client: Any = None,
+def docker_build(context: Path, *, base: str, tag: str, client: Any = None, nocache: bool = False,
+                 build_args: Mapping[str, str] | None = None,
                  log: Callable[[str], None] = print) -> str:
     """``docker build --network none --build-arg BASE=base -t tag context``; returns the image id.
+
+    ``build_args`` are further ``--build-arg`` values; ``nocache`` is ``--no-cache``.
 
     Raises ImageBuildError with the build's last output lines on failure.
     """
@@ -296,9 +394,10 @@ def docker_build(context: Path, *, base: str, tag: str, client: Any = None,
     client = client or docker.from_env(timeout=600)
     tail: list[str] = []
     image_id = ""
-    for chunk in client.api.build(path=str(context), tag=tag, buildargs={"BASE": base},
+    buildargs = {**(build_args or {}), "BASE": base}
+    for chunk in client.api.build(path=str(context), tag=tag, buildargs=buildargs,
                                   network_mode="none", rm=True, forcerm=True, pull=False,
-                                  decode=True):
+                                  nocache=nocache, decode=True):
         if "stream" in chunk:
             text = str(chunk["stream"]).rstrip()
             if text:
@@ -314,29 +413,46 @@ def docker_build(context: Path, *, base: str, tag: str, client: Any = None,
     return image_id
 
 
+def build_args_for(target: ImageTarget) -> dict[str, str]:
+    """The ``--build-arg`` values of ``target`` besides ``BASE`` (the worker's fixed
+    ``SOURCE_DATE_EPOCH``)."""
+    return {"SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH)} if target is WORKER else {}
+
+
 def build_image(target: ImageTarget = WORKER, *, base: str = OFFLINE_BASE,
                 tag: str | None = None, arch: str | None = None, relock: bool = False,
-                client: Any = None, log: Callable[[str], None] = print) -> str:
-    """Prepare wheels, assemble the context and build ``target``; return the image id.
+                nocache: bool = False, client: Any = None,
+                log: Callable[[str], None] = print) -> str:
+    """Prepare wheels, assemble the context and build ``target``; return the Docker image id.
 
-    For the worker, the id is its measurement. Raises ImageBuildError on any failing step.
+    The id is the engine's handle only; the worker's measurement is the tree digest of the
+    image (:func:`coordinator.imagemeasure.measure_image`). Raises ImageBuildError on any
+    failing step.
     """
     lock_path = prepare_wheels(target, arch=arch, relock=relock, log=log)
+    state = source_tree_state(target.source_packages)
+    if state.endswith("-dirty"):
+        log(f"note: building from uncommitted sources ({state}): a rebuild of commit "
+            f"{state.removesuffix('-dirty')} will measure differently")
     context = assemble_context(lock_path, target)
     return docker_build(context, base=base, tag=tag or target.default_tag, client=client,
-                        log=log)
+                        nocache=nocache, build_args=build_args_for(target), log=log)
 
 
 def build_worker_image(*, base: str = OFFLINE_BASE, tag: str = DEFAULT_TAG,
                        arch: str | None = None, relock: bool = False, client: Any = None,
                        log: Callable[[str], None] = print) -> str:
-    """Build the worker image and return its id, the measurement (see :func:`build_image`)."""
+    """Build the worker image and return its Docker image id (see :func:`build_image`)."""
     return build_image(WORKER, base=base, tag=tag, arch=arch, relock=relock, client=client,
                        log=log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry: ``build`` (prints the image id on stdout) or ``lock``."""
+    """Command line entry: ``build`` or ``lock``.
+
+    ``build`` prints, on stdout, the worker's measurement (its tree digest) for the worker and
+    the Docker image id for the coordinator; ``lock`` the lock file's path.
+    """
     parser = argparse.ArgumentParser(prog="python -m coordinator.images",
                                      description="Build sealroom images offline.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -346,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help=f"base image (default {OFFLINE_BASE}; python:3.11-slim with a registry)")
     build.add_argument("--tag", default=None, help="image tag (default per target)")
     build.add_argument("--relock", action="store_true", help="resolve dependencies afresh")
+    build.add_argument("--no-cache", action="store_true", help="build every step afresh")
     lock = sub.add_parser("lock", help="only download the wheels and write the lock")
     lock.add_argument("--target", choices=sorted(TARGETS), default="worker")
     lock.add_argument("--relock", action="store_true")
@@ -358,10 +475,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "lock":
             print(prepare_wheels(target, relock=args.relock, log=log))
-        else:
-            print(build_image(target, base=args.base, tag=args.tag, relock=args.relock, log=log))
+            return 0
+        image_id = build_image(target, base=args.base, tag=args.tag, relock=args.relock,
+                               nocache=args.no_cache, log=log)
+        if target is not WORKER:
+            print(image_id)
+            return 0
+        from coordinator.imagemeasure import connect, measure_image
+
+        log(f"docker image id {image_id} (the engine's handle, not the measurement)")
+        print(measure_image(connect(), image_id))
     except ImageBuildError as exc:
         log(f"error: {exc}")
+        return 1
+    except SealroomError as exc:
+        log(f"error: {exc.message}")
         return 1
     return 0
 

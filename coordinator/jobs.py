@@ -16,7 +16,7 @@ from coordinator.logstore import LogHead, head
 from coordinator.rooms import envelope_of
 from coordinator.sources import RunSources, collect_sources
 from coordinator.storage.models import RunRow
-from coordinator.worker import worker_image_id
+from coordinator.worker import worker_measurement_id
 from sdk.errors import ConfigError, InputError
 from sdk.protocol import jobdir as layout
 from sdk.protocol.canonical import canonical_json
@@ -35,7 +35,8 @@ class JobInputs:
 def gather(services: Services, run: RunRow) -> JobInputs:
     """Collect a run's job inputs when it is executed: the five steps of
     :func:`coordinator.sources.collect_sources` (taken again, as state may have changed since
-    the request was pre-checked), the worker image check and the log head.
+    the request was pre-checked), the worker image check (the measurement of the image the
+    launcher would run now against the provisioned worker's) and the log head.
 
     Raises domain errors (the run fails): those of ``collect_sources`` (approvals are left
     for the worker to judge), and ``ConfigError`` when the worker image changed since it was
@@ -43,7 +44,7 @@ def gather(services: Services, run: RunRow) -> JobInputs:
     """
     sources = collect_sources(services, run.room_id, run.bundle_digest, require_approved=False)
     if (services.launcher.isolation == "container"
-            and worker_image_id(services.launcher) != sources.worker.image_id):
+            and worker_measurement_id(services.launcher) != sources.worker.image_id):
         raise ConfigError("the worker image changed since provisioning: provision again")
     with services.db.read() as s:
         log = head(s, run.room_id)

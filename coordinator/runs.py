@@ -182,6 +182,8 @@ def _launch_and_check(services: Services, inputs: JobInputs, job: Path) -> Outco
     launcher = services.launcher
     worker = inputs.sources.worker
     seed = read_platform_key(services.settings.platform_key_file)
+    # --image-id: the provisioned worker's measurement (the image's tree digest, which gather()
+    # compared with the image the launcher runs now), never the Docker image id
     result = launcher.launch(
         job,
         ["run", "--job", JOB_MOUNT, "--image-id", worker.image_id,
@@ -191,6 +193,9 @@ def _launch_and_check(services: Services, inputs: JobInputs, job: Path) -> Outco
     resource = result.resource_error()
     if resource is not None:
         raise resource
+    if launcher.isolation == "container" and launcher.ran_measurement(result) != worker.image_id:
+        # the tag moved to another image since gather() compared them
+        raise ConfigError("the worker image changed during the run: provision again")
     if result.exit_code != 0 and not result.stdout:
         raise ResultError("E_INTERNAL", f"the worker exited with status {result.exit_code}")
     return check_result(result.stdout, inputs, services.settings.max_result_bytes)

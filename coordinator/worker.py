@@ -2,8 +2,12 @@
 
 The worker generates its keys inside its container, seals them to the platform secret and its
 measurement, and returns an attestation plus the sealed key. The coordinator verifies the
-attestation against the platform key it holds (signature, provider, the image id it asked for,
-the launcher's isolation) before storing and publishing it; the sealed key stays opaque here.
+attestation against the platform key it holds (signature, provider, the measurement it asked
+for, the launcher's isolation) before storing and publishing it; the sealed key stays opaque here.
+
+The measurement's ``image_id`` is the launcher's :meth:`~coordinator.launchers.Launcher.measurement_id`:
+for containers the tree digest of the worker image (``sha256:<hex>``, reproducible from a
+rebuild), never the Docker image id; ``unisolated`` for the process launcher.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from coordinator.launchers.base import JOB_MOUNT, Launcher
+from coordinator.launchers.base import JOB_MOUNT, UNISOLATED_MEASUREMENT, Launcher
 from coordinator.settings import Settings
 from coordinator.storage.db import Database, utcnow
 from coordinator.storage.models import Worker
@@ -31,7 +35,7 @@ from sdk.protocol.models import Attestation
 
 PLATFORM_KEY_BYTES = 32
 MAX_PROVISION_OUTPUT = 1024 * 1024
-UNISOLATED_IMAGE_ID = "unisolated"
+UNISOLATED_IMAGE_ID = UNISOLATED_MEASUREMENT
 
 
 def ensure_platform_key(path: Path) -> bytes:
@@ -72,17 +76,17 @@ def current_worker(db: Database) -> Worker:
     return worker
 
 
-def worker_image_id(launcher: Launcher) -> str:
-    """The image id the worker is measured with: the Docker image id, or ``unisolated``."""
-    image_id_and_env = getattr(launcher, "image_id_and_env", None)
-    if launcher.isolation == "container" and callable(image_id_and_env):
-        return str(image_id_and_env()[0])
-    return UNISOLATED_IMAGE_ID
+def worker_measurement_id(launcher: Launcher) -> str:
+    """The ``image_id`` the worker is measured with: the tree digest of the worker image
+    (``sha256:<hex>``), or ``unisolated``. Raises ``ConfigError`` when it cannot be measured."""
+    return launcher.measurement_id()
 
 
 def parse_provision_output(stdout: bytes, platform_public: bytes, image_id: str,
                            isolation: str) -> tuple[Envelope, Attestation, bytes]:
     """Check the worker's provisioning document; returns (envelope, attestation, sealed key).
+
+    ``image_id`` is the measurement's (:func:`worker_measurement_id`) the worker was given.
 
     Raises ``AttestationError`` for anything that is not a valid attestation of the worker we
     started, ``ConfigError`` when the worker reports a failure.
@@ -124,7 +128,7 @@ def provision_worker(settings: Settings, launcher: Launcher,
     """
     database = db or Database(settings.db_url)
     seed = read_platform_key(settings.platform_key_file)
-    image_id = worker_image_id(launcher)
+    image_id = worker_measurement_id(launcher)
     job_dir = settings.data_dir / "jobs" / f"provision-{secrets.token_hex(8)}"
     job_dir.mkdir(mode=0o755, parents=True)
     try:
@@ -141,6 +145,8 @@ def provision_worker(settings: Settings, launcher: Launcher,
     resource = result.resource_error()
     if resource is not None:
         raise resource
+    if launcher.ran_measurement(result) != image_id:  # the tag moved during the launch
+        raise ConfigError("the worker image changed during provisioning: provision again")
     envelope, attestation, sealed = parse_provision_output(
         result.stdout, Signer.from_seed(seed).public_key, image_id, launcher.isolation
     )

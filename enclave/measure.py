@@ -1,10 +1,11 @@
 """The worker's code measurement: a digest over the source of the code that runs in it.
 
 The measurement a manifest pins is ``(image_id, code_digest)``. The image id comes from the
-launcher (the Docker image id, or ``unisolated`` for the process launcher); the code digest is
-computed here over every ``.py`` file the worker can run: the ``enclave`` package and, of the
-``sdk`` package, its ``__init__``, ``errors`` and the ``protocol`` core (the CLI and the HTTP
-client never run in a worker). A worker whose code changed cannot unseal keys provisioned for
+launcher: the tree digest of the worker image (``sdk.protocol.treedigest``, which a rebuild
+reproduces; never the Docker image id), or ``unisolated`` for the process launcher. The code
+digest is computed here over every ``.py`` file the worker can run: the ``enclave`` package
+and, of the ``sdk`` package, its ``__init__``, ``errors`` and the ``protocol`` core (the CLI and
+the HTTP client never run in a worker). A worker whose code changed cannot unseal keys provisioned for
 another code version.
 """
 

@@ -280,7 +280,7 @@ def run_demo(demo: Demo) -> int:
         demo.say("[operator] $ sealroom worker provision   (POST /v1/admin/workers)")
         worker = provision_remote(demo.url, demo.admin_token,
                                   demo.work / "coordinator" / "platform.key")
-        for line in worker.describe():
+        for line in worker.describe(WORKER_IMAGE):
             demo.say(f"    {line}")
         _study(demo, worker.platform_key, worker.image_id, worker.code_digest)
     demo.section("done")

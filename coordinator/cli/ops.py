@@ -2,7 +2,10 @@
 
 * ``coordinator serve`` — run the coordinator under uvicorn (settings from ``SEALROOM_*``
   environment variables, overridden by the options given);
-* ``worker build`` — build the worker image hermetically (``coordinator.images``);
+* ``worker build`` — build the worker image hermetically and reproducibly
+  (``coordinator.images``); prints its measurement, the tree digest of the image;
+* ``worker measure IMAGE`` — print the measurement (tree digest) of a local image, e.g. a
+  party's own rebuild, to compare with the one a room pins (``coordinator.imagemeasure``);
 * ``worker provision`` — start a worker that generates its keys inside its isolation, verify
   its attestation against the platform key and publish it as the room's current worker; prints
   what parties put in their room file (platform key, measurement);
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 from coordinator.cli.provision import provision, provision_remote, settings_from
@@ -36,13 +40,43 @@ def _serve(ctx: Context, args: argparse.Namespace) -> int:
 
 def _build(ctx: Context, args: argparse.Namespace) -> int:
     from coordinator import images
+    from coordinator.imagemeasure import connect, measure_image
 
-    argv = ["build", "--tag", args.tag] + (["--base", args.base] if args.base else [])
-    if args.relock:
-        argv.append("--relock")
-    code = images.main(argv)
-    if code != 0:
-        raise ConfigError("the worker image build failed (see above)")
+    client = connect(timeout=900)  # no engine: one line, before any wheel is fetched
+
+    def log(line: str) -> None:
+        ctx.note(line)
+
+    base = args.base or os.environ.get("SEALROOM_IMAGE_BASE") or images.OFFLINE_BASE
+    try:
+        image_id = images.build_image(images.WORKER, base=base, tag=args.tag,
+                                      relock=args.relock, nocache=args.no_cache, client=client,
+                                      log=log)
+    except images.ImageBuildError as exc:
+        ctx.note(str(exc))
+        raise ConfigError("the worker image build failed (see above)") from None
+    ctx.say(f"worker image {args.tag} (docker id {image_id}, base {base})")
+    ctx.say(f"measurement  {measure_image(client, image_id)}")
+    return 0
+
+
+def _measure(ctx: Context, args: argparse.Namespace) -> int:
+    from coordinator.imagemeasure import connect, image_id_of, measure_image
+    from coordinator.images import source_code_digest
+
+    client = connect()
+    image_id, _ = image_id_of(client, args.image)
+    measurement = measure_image(client, image_id, use_cache=not args.no_cache)
+    code = source_code_digest()
+    if args.json:
+        ctx.say(json.dumps({"image": args.image, "docker_image_id": image_id,
+                            "measurement": measurement, "source_code_digest": code},
+                           indent=2, sort_keys=True))
+        return 0
+    ctx.say(f"image        {args.image} (docker id {image_id})")
+    ctx.say(f"measurement  {measurement}")
+    ctx.say(f"code digest  {code or 'unavailable'}  (of the sources in this checkout, for "
+            "reference)")
     return 0
 
 
@@ -54,7 +88,8 @@ def _provision(ctx: Context, args: argparse.Namespace) -> int:
         if not token:
             raise ConfigError("give --data-dir, or --coordinator URL with SEALROOM_ADMIN_TOKEN")
         info = provision_remote(ctx.coordinator_url(), token)
-    for line in info.describe():
+    image = args.worker_image or os.environ.get("SEALROOM_WORKER_IMAGE") or "IMAGE"
+    for line in info.describe(image):
         ctx.say(line)
     if info.isolation == "none":
         ctx.note("WARNING: an UNISOLATED worker: rooms must say allow_unisolated = true")
@@ -88,7 +123,15 @@ def parser_for(command: str) -> argparse.ArgumentParser:
         build.add_argument("--base", help="base image (default: the offline debootstrap image)")
         build.add_argument("--tag", default="sealroom-worker:latest")
         build.add_argument("--relock", action="store_true")
+        build.add_argument("--no-cache", action="store_true", help="build every step afresh")
         build.set_defaults(run=_build)
+        measure = sub.add_parser("measure", help="print the measurement (tree digest) of an "
+                                 "image, e.g. your own rebuild")
+        measure.add_argument("image", metavar="IMAGE", help="image tag or id")
+        measure.add_argument("--json", action="store_true", help="print a JSON object")
+        measure.add_argument("--no-cache", action="store_true",
+                             help="measure again rather than trust the cache")
+        measure.set_defaults(run=_measure)
         prov = sub.add_parser("provision", help="provision and publish a worker")
         prov.add_argument("--data-dir", help="provision directly in this coordinator data folder "
                           "(default: ask --coordinator URL, admin token $SEALROOM_ADMIN_TOKEN)")

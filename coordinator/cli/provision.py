@@ -25,13 +25,18 @@ class WorkerInfo:
     code_digest: str
     isolation: str
 
-    def describe(self) -> list[str]:
-        """Lines for the operator (and for the room file)."""
+    def describe(self, image: str = "IMAGE") -> list[str]:
+        """Lines for the operator (and for the room file). For a container worker the image
+        measurement is the tree digest of ``image``, which a rebuild reproduces."""
+        reproduce = ""
+        if self.image_id.startswith("sha256:"):
+            reproduce = (f" (a rebuild reproduces it: rebuild with `sealroom worker build` and "
+                         f"check with `sealroom worker measure {image}`)")
         return [
             f"worker attestation {self.attestation.digest()} (simulated provider, isolation "
             f"{self.isolation})",
             f"platform key       {self.platform_key}",
-            f"measurement        image {self.image_id}",
+            f"measurement        image {self.image_id}{reproduce}",
             f"                   code  {self.code_digest}",
         ]
 

@@ -36,6 +36,8 @@ WORKER_UID = 65534
 WORKER_GID = 65534
 DEFAULT_DEADLINE_S = 600.0
 DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024 * 1024
+# The measurement's ``image_id`` of a worker without isolation (there is no image to measure).
+UNISOLATED_MEASUREMENT = "unisolated"
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -51,7 +53,7 @@ class LaunchResult:
     settings_digest: str
     duration: float
     run_id: str = ""
-    image_id: str | None = None
+    image_id: str | None = None  # the Docker image id run (the engine's handle), if any
     settings: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -77,6 +79,23 @@ class Launcher(ABC):
     """Starts one worker run on a job directory and returns its :class:`LaunchResult`."""
 
     isolation: ClassVar[Isolation]
+
+    def measurement_id(self) -> str:
+        """The ``image_id`` of the worker's measurement: what its attestation names and what
+        manifests pin. ``unisolated`` for a launcher without isolation; a container launcher
+        returns the tree digest of its image (``sha256:<hex>``, :mod:`sdk.protocol.treedigest`).
+
+        Raises ``E_CONFIG`` errors when the image cannot be measured.
+        """
+        if self.isolation == "none":
+            return UNISOLATED_MEASUREMENT
+        raise NotImplementedError(f"{type(self).__name__} must say what it runs")
+
+    def ran_measurement(self, result: LaunchResult) -> str:
+        """The ``image_id`` of the measurement of the worker that produced ``result`` (for a
+        container: of the image it was created from, which may differ from the one measured
+        before the launch if the image's tag moved in between)."""
+        return self.measurement_id()
 
     @abstractmethod
     def launch(

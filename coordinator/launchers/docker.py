@@ -44,6 +44,7 @@ from coordinator.launchers.profile import (
     HardeningProfile,
     check_container,
 )
+from sdk.errors import ConfigError, InputError
 from sdk.protocol.jobdir import ISOLATION_DIGEST_SECRET
 
 CreateKwargsHook = Callable[[dict[str, Any]], None]
@@ -129,9 +130,12 @@ class DockerLauncher(Launcher):
         return self._client
 
     def image_id_and_env(self) -> tuple[str, list[str]]:
-        """The worker image's id (its measurement) and its own environment.
+        """The worker image's Docker id and its own environment.
 
-        Raises EngineUnavailableError when the image is not present locally.
+        The id is the engine's handle: the container is created from it and
+        :func:`~coordinator.launchers.profile.check_container` compares it. It is not the
+        measurement (see :meth:`measurement_id`). Raises EngineUnavailableError when the image
+        is not present locally.
         """
         import docker.errors
 
@@ -140,6 +144,31 @@ class DockerLauncher(Launcher):
         except docker.errors.ImageNotFound:
             raise EngineUnavailableError(f"worker image {self.image!r} is not built") from None
         return str(info["Id"]), list((info.get("Config") or {}).get("Env") or [])
+
+    def measurement_id(self) -> str:
+        """The measurement of the image tagged ``self.image`` now: its tree digest
+        (:func:`coordinator.imagemeasure.measure_image`), cached by Docker image id in this
+        process and on disk, so only the first call for an image exports it.
+
+        Raises EngineUnavailableError when the image is missing or cannot be measured.
+        """
+        return self.measurement_of(self.image_id_and_env()[0])
+
+    def ran_measurement(self, result: LaunchResult) -> str:
+        """The tree digest of the image ``result`` ran (cached: no export for a known id)."""
+        return self.measurement_of(result.image_id) if result.image_id else self.measurement_id()
+
+    def measurement_of(self, image_id: str) -> str:
+        """The tree digest of the image with Docker id ``image_id`` (see :meth:`measurement_id`)."""
+        from coordinator.imagemeasure import ImageNotFoundError, measure_image
+
+        try:
+            return measure_image(self.client, image_id)
+        except ImageNotFoundError:
+            raise EngineUnavailableError(f"worker image {self.image!r} is not built") from None
+        except (ConfigError, InputError) as exc:
+            raise EngineUnavailableError(f"worker image {self.image!r} cannot be measured: "
+                                         f"{exc.message}") from None
 
     def launch(
         self,

@@ -17,6 +17,7 @@ def test_demo_runs_the_whole_study(tmp_path) -> None:
                       str(tmp_path / "demo"), timeout=900))
     out = res.out
     assert "UNISOLATED process launcher" in out
+    assert re.search(r"measurement +image unisolated\n", out)
     assert re.search(r"error: E_SIGNATURE: .*publisher", out)  # the refusal is shown on purpose
     for figure in ("left_match_rate", "right_match_rate", "absolute_lift", "relative_lift"):
         assert figure in out, figure
@@ -39,4 +40,8 @@ def test_demo_with_hardened_docker_workers(tmp_path) -> None:
                       str(tmp_path / "demo"), timeout=900))
     assert "UNISOLATED" not in res.out
     assert "isolation container" in res.out
+    # the measurement is the image's tree digest, and the demo says how to reproduce it
+    assert re.search(r"measurement +image sha256:[0-9a-f]{64} \(a rebuild reproduces it: "
+                     r"rebuild with `sealroom worker build` and check with "
+                     r"`sealroom worker measure \S+`\)", res.out), res.out
     assert len(re.findall(r": VALID", res.out)) == 2 and "log VERIFIED" in res.out

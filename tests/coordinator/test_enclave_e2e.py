@@ -64,6 +64,8 @@ def end_to_end(tmp_path: Path, launcher: Launcher) -> None:
         room.attestation = attestation
         room.worker_encryption_key = bytes.fromhex(payload["worker_encryption_key"])
         room.measurement = Measurement(**payload["measurement"])  # the worker we provisioned
+        # a container worker is measured by its image's tree digest, never its Docker id
+        assert room.measurement.image_id == launcher.measurement_id()
         room.manifest = Manifest.from_dict(room.manifest_dict())
         room.manifest_envelope = sign_manifest(sign_manifest(room.manifest, room.alice), room.bob)
         room.manifest_digest = room.manifest_envelope.digest()

@@ -83,7 +83,7 @@ class ContainerRoom(Room):
 @pytest.fixture
 def room(worker_launcher: DockerLauncher, process_launcher: ProcessLauncher,
          tmp_path: Path) -> ContainerRoom:
-    image_id = worker_launcher.image_id_and_env()[0]
+    image_id = worker_launcher.measurement_id()  # the image's tree digest, not its Docker id
     measure = tmp_path / "measure"
     measure.mkdir()
     in_image = document(worker_launcher.launch(readable(measure), ["measure"]))
