@@ -8,6 +8,7 @@ executor; shutdown stops it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,10 +34,14 @@ def make_launcher(settings: Settings) -> Launcher:
     """The launcher the settings ask for (Docker by default; the process launcher is
     unisolated and for development only)."""
     from coordinator.launchers import DockerLauncher, ProcessLauncher
+    from coordinator.launchers.profile import DEFAULT_PROFILE, TSM_MOUNT
 
     if settings.launcher == "process":
         logger.warning("process launcher: workers run UNISOLATED (development only)")
         return ProcessLauncher()
+    if settings.attestation_provider in ("amd-sev-snp", "intel-tdx"):
+        profile = dataclasses.replace(DEFAULT_PROFILE, tsm_reports=TSM_MOUNT)
+        return DockerLauncher(settings.worker_image, instance=settings.instance, profile=profile)
     return DockerLauncher(settings.worker_image, instance=settings.instance)
 
 

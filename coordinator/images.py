@@ -79,7 +79,8 @@ class ImageTarget:
 
 
 WORKER = ImageTarget(
-    name="worker", extras=("enclave",), excluded=frozenset({"httpx", "cbor2", "dcap-qvl"}),  # never used inside
+    # never used inside (cbor2 is: the Nitro evidence request)
+    name="worker", extras=("enclave",), excluded=frozenset({"httpx", "dcap-qvl"}),
     source_packages=("sdk", "enclave"),  # never "coordinator"
     default_tag="sealroom-worker:latest", wheel_dir=IMAGES_DIR / "worker" / "wheels")
 COORDINATOR = ImageTarget(

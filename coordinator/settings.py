@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     run_concurrency: int = Field(default=2, ge=1, le=64, description="runs executed at once")
     run_deadline_s: float = Field(default=600.0, gt=0, description="wall-clock limit of a run")
     launcher: Literal["docker", "process"] = "docker"
+    attestation_provider: Literal["simulated", "aws-nitro", "amd-sev-snp", "intel-tdx"] = Field(
+        default="simulated",
+        description="who attests provisioned workers: the platform key (simulated), or the TEE "
+        "the worker runs in (amd-sev-snp, intel-tdx: the Docker launcher binds configfs-tsm)",
+    )
     worker_image: str = "sealroom-worker:latest"
     instance: str = Field(default="default", description="label of this coordinator's containers")
     platform_key_path: Path | None = Field(

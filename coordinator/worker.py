@@ -28,10 +28,12 @@ from coordinator.storage.models import Worker
 from sdk.errors import AttestationError, ConfigError, ConflictError, InputError, SignatureError
 from sdk.protocol import jobdir as layout
 from sdk.protocol.canonical import parse_json
+from sdk.protocol.clock import utcnow as clock_now
 from sdk.protocol.dsse import Envelope, open_envelope
 from sdk.protocol.fields import expect_mapping
 from sdk.protocol.keys import Signer
 from sdk.protocol.models import Attestation
+from sdk.protocol.verify import verify_hardware_statement
 
 PLATFORM_KEY_BYTES = 32
 MAX_PROVISION_OUTPUT = 1024 * 1024
@@ -83,8 +85,14 @@ def worker_measurement_id(launcher: Launcher) -> str:
 
 
 def parse_provision_output(stdout: bytes, platform_public: bytes, image_id: str,
-                           isolation: str) -> tuple[Envelope, Attestation, bytes]:
+                           isolation: str, provider: str = "simulated",
+                           ) -> tuple[Envelope, Attestation, bytes]:
     """Check the worker's provisioning document; returns (envelope, attestation, sealed key).
+
+    ``provider`` is the one the worker was asked for: ``simulated`` statements must be signed
+    by this platform; a hardware statement must verify with
+    :func:`sdk.protocol.verify.verify_hardware_statement` now (no registers: the parties pin
+    them in their manifest).
 
     ``image_id`` is the measurement's (:func:`worker_measurement_id`) the worker was given.
 
@@ -103,8 +111,11 @@ def parse_provision_output(stdout: bytes, platform_public: bytes, image_id: str,
         raise AttestationError("provisioning: unexpected fields in the result")
     try:
         envelope = Envelope.from_dict(doc["attestation"])
-        payload, _ = open_envelope(envelope, Attestation.KIND, {"platform": platform_public})
-        attestation = Attestation.from_dict(payload)
+        if provider == "simulated":
+            payload, _ = open_envelope(envelope, Attestation.KIND, {"platform": platform_public})
+            attestation = Attestation.from_dict(payload)
+        else:  # the TEE's evidence, at this moment, over the keys it names (ADR 0008)
+            attestation = verify_hardware_statement(envelope, registers={}, at=clock_now())
         sealed_text = doc["sealed_worker_key"]
         if not isinstance(sealed_text, str):
             raise InputError("sealed key must be base64 text")
@@ -113,7 +124,7 @@ def parse_provision_output(stdout: bytes, platform_public: bytes, image_id: str,
         raise AttestationError("provisioning: attestation not signed by this platform") from exc
     if attestation.measurement.image_id != image_id or attestation.isolation != isolation:
         raise AttestationError("provisioning: attestation names another image or isolation")
-    if attestation.provider != "simulated" or not 28 <= len(sealed) <= 4096:
+    if attestation.provider != provider or not 28 <= len(sealed) <= 4096:
         raise AttestationError("provisioning: unexpected provider or sealed key")
     return envelope, attestation, sealed
 
@@ -135,7 +146,7 @@ def provision_worker(settings: Settings, launcher: Launcher,
         result = launcher.launch(
             job_dir,
             ["provision", "--job", JOB_MOUNT, "--image-id", image_id,
-             "--isolation", launcher.isolation],
+             "--isolation", launcher.isolation, "--provider", settings.attestation_provider],
             {layout.PLATFORM_KEY_SECRET: seed},
             run_id=job_dir.name,
             deadline_s=min(settings.run_deadline_s, 300.0),
@@ -148,7 +159,8 @@ def provision_worker(settings: Settings, launcher: Launcher,
     if launcher.ran_measurement(result) != image_id:  # the tag moved during the launch
         raise ConfigError("the worker image changed during provisioning: provision again")
     envelope, attestation, sealed = parse_provision_output(
-        result.stdout, Signer.from_seed(seed).public_key, image_id, launcher.isolation
+        result.stdout, Signer.from_seed(seed).public_key, image_id, launcher.isolation,
+        settings.attestation_provider,
     )
     with database.write() as s:
         s.execute(update(Worker).values(current=False))

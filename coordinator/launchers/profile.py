@@ -30,6 +30,7 @@ _MASKED_PATHS = frozenset({"/proc/kcore", "/proc/keys", "/proc/timer_list", "/sy
 _READONLY_PATHS = frozenset({"/proc/sys", "/proc/sysrq-trigger", "/proc/bus", "/proc/fs"})
 _DOCKER_SOCKETS = ("docker.sock", "containerd.sock", "podman.sock")
 _MIB = 1024 * 1024
+TSM_MOUNT = "/sys/kernel/config/tsm/report"  # enclave.evidence.TSM_REPORTS
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class HardeningProfile:
     oom_score_adj: int = 500
     runtime: str = "runc"
     hostname: str = "worker"
+    # the host's configfs-tsm report directory, bound writable at the same path so a worker in
+    # an SEV-SNP or TDX confidential VM can collect its evidence (enclave/evidence.py); None
+    # (the default) mounts nothing
+    tsm_reports: str | None = None
 
     @property
     def user(self) -> str:
@@ -96,7 +101,9 @@ class HardeningProfile:
             "runtime": self.runtime,
             "ulimits": [Ulimit(name=n, soft=v, hard=v) for n, v in self.ulimits().items()],
             "mounts": [Mount(target=JOB_MOUNT, source=str(job_dir), type="bind",
-                             read_only=True)],
+                             read_only=True)]
+            + ([Mount(target=TSM_MOUNT, source=self.tsm_reports, type="bind", read_only=False)]
+               if self.tsm_reports else []),
             "labels": dict(labels),
             "log_config": LogConfig(type="none"),
             "stdin_open": False,
@@ -188,15 +195,19 @@ def _user_deviation(user: str, profile: HardeningProfile) -> str | None:
     return None
 
 
-def _mount_deviations(s: Mapping[str, Any]) -> list[str]:
+def _mount_deviations(s: Mapping[str, Any], profile: HardeningProfile) -> list[str]:
     out = []
     for m in s["mounts"]:
         if any(sock in m["source"] or sock in m["target"] for sock in _DOCKER_SOCKETS):
             out.append(f"engine socket mounted at {m['target']}")
     want = [{"type": "bind", "source": "<job_dir>", "target": JOB_MOUNT, "rw": False}]
+    if profile.tsm_reports:
+        want.append({"type": "bind", "source": profile.tsm_reports, "target": TSM_MOUNT,
+                     "rw": True})
+        want.sort(key=lambda m: str(m["target"]))
     if s["mounts"] != want:
         extra = [m["target"] + (" (writable)" if m["rw"] else "") for m in s["mounts"]
-                 if m != want[0]]
+                 if m not in want]
         out.append("mounts: only the job directory, read-only at /job, is allowed; found "
                    + (", ".join(extra) or "no job mount"))
     return out
@@ -289,7 +300,7 @@ def deviations(settings: Mapping[str, Any], profile: HardeningProfile,
     out += _namespace_deviations(s, profile)
     out += _limit_deviations(s, profile)
     out += _tmpfs_deviations(s, profile)
-    out += _mount_deviations(s)
+    out += _mount_deviations(s, profile)
     if s["devices"]:
         out.append("host devices attached")
     if s["group_add"]:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sdk.errors import AttestationError, InputError, LogError, SignatureError
 from sdk.protocol import merkle
 from sdk.protocol.admission import admit_bundle
-from sdk.protocol.attestation import key_binding, verify_evidence
+from sdk.protocol.attestation import EvidencePolicy, key_binding, verify_evidence
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.clock import parse_time
 from sdk.protocol.dsse import Envelope, open_envelope, payload_type
@@ -123,6 +123,38 @@ def _verify_simulated(envelope: Envelope, manifest: Manifest) -> Attestation:
 def _verify_hardware(
     envelope: Envelope, claimed: Attestation, manifest: Manifest, at: datetime | None
 ) -> Attestation:
+    policy = manifest.workers.hardware_policy(claimed.provider)
+    return verify_hardware_statement(envelope, registers=dict(policy.registers), at=at)
+
+
+def verify_hardware_statement(
+    envelope: Envelope,
+    *,
+    registers: Mapping[str, tuple[str, ...]],
+    at: datetime | None = None,
+) -> Attestation:
+    """Verify a hardware provider's attestation statement on its own (no manifest): signed by
+    the worker key it names, its evidence verified at ``at`` (default: its ``issued_at``) with
+    the key binding of its two keys as report data and ``registers`` pinned, and evidence that
+    carries a time within :data:`MAX_EVIDENCE_SKEW` of ``issued_at``. The operator's
+    provisioning calls it with no registers (the parties' manifest pins them later).
+
+    Raises:
+        AttestationError: a simulated or malformed statement, a signature by another key, or
+            any failed step of the evidence (``error.step``).
+    """
+    if envelope.payload_type != payload_type(Attestation.KIND):
+        raise AttestationError("attestation: wrong payload type", step="parse")
+    try:
+        claimed = Attestation.from_dict(
+            parse_json(envelope.payload, max_bytes=MAX_ATTESTATION_BYTES)
+        )
+    except InputError as exc:
+        raise AttestationError(
+            f"attestation: malformed ({exc.message[:80]})", step="parse"
+        ) from exc
+    if not claimed.is_hardware:
+        raise AttestationError("attestation: not a hardware provider's statement", step="parse")
     try:
         payload, _ = open_envelope(
             envelope,
@@ -143,7 +175,7 @@ def _verify_hardware(
     claims = verify_evidence(
         attestation.provider,
         attestation.evidence,
-        policy=manifest.workers.hardware_policy(attestation.provider).evidence_policy(binding),
+        policy=EvidencePolicy(measurements=registers, report_data=binding),
         now=at or issued,
         collateral=dict(attestation.collateral),
     )

@@ -156,3 +156,24 @@ def test_gvisor_profile_requires_runsc() -> None:
     check(compliant(gvisor), gvisor)
     with pytest.raises(HardeningError):
         check(compliant(), gvisor)
+
+
+def test_a_tsm_profile_binds_configfs_tsm_and_nothing_else() -> None:
+    """SEV-SNP / TDX workers collect evidence through configfs-tsm: the profile binds exactly
+    that directory, writable, and the check requires it; the default profile refuses it."""
+    import dataclasses
+
+    tsm = dataclasses.replace(DEFAULT_PROFILE, tsm_reports="/sys/kernel/config/tsm/report")
+    mounts = tsm.create_kwargs(image_id=IMAGE, job_dir=JOB, command=["x"], labels={})["mounts"]
+    assert [(m["Target"], m["ReadOnly"]) for m in mounts] == [
+        ("/job", True), ("/sys/kernel/config/tsm/report", False)]
+    info = compliant(tsm)
+    info["Mounts"].append({"Type": "bind", "Source": "/sys/kernel/config/tsm/report",
+                           "Destination": "/sys/kernel/config/tsm/report", "RW": True})
+    assert len(check(info, tsm)["mounts"]) == 2
+    with pytest.raises(HardeningError, match="mounts"):
+        check(info)  # the default profile mounts only the job directory
+    with pytest.raises(HardeningError, match="mounts"):
+        check(compliant(tsm), tsm)  # the tsm profile requires its mount
+    assert len(DEFAULT_PROFILE.create_kwargs(image_id=IMAGE, job_dir=JOB, command=["x"],
+                                             labels={})["mounts"]) == 1
