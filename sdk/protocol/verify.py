@@ -79,16 +79,7 @@ def verify_attestation(
     Raises:
         AttestationError: any failed check; for evidence, ``error.step`` names the step.
     """
-    if envelope.payload_type != payload_type(Attestation.KIND):
-        raise AttestationError("attestation: wrong payload type", step="parse")
-    try:
-        claimed = Attestation.from_dict(
-            parse_json(envelope.payload, max_bytes=MAX_ATTESTATION_BYTES)
-        )
-    except InputError as exc:
-        raise AttestationError(
-            f"attestation: malformed ({exc.message[:80]})", step="parse"
-        ) from exc
+    claimed = _claimed_attestation(envelope)
     if claimed.provider not in manifest.workers.providers:
         raise AttestationError(f"attestation: provider {claimed.provider!r} not accepted")
     if claimed.is_hardware:
@@ -104,6 +95,19 @@ def verify_attestation(
 
 MAX_ATTESTATION_BYTES = 2 * 1024 * 1024
 MAX_EVIDENCE_SKEW = timedelta(minutes=10)
+
+
+def _claimed_attestation(envelope: Envelope) -> Attestation:
+    """The statement as it claims to be, not yet verified: parsed (capped) only to learn its
+    provider and, for hardware, the key that must have signed it."""
+    if envelope.payload_type != payload_type(Attestation.KIND):
+        raise AttestationError("attestation: wrong payload type", step="parse")
+    try:
+        return Attestation.from_dict(parse_json(envelope.payload, max_bytes=MAX_ATTESTATION_BYTES))
+    except InputError as exc:
+        raise AttestationError(
+            f"attestation: malformed ({exc.message[:80]})", step="parse"
+        ) from exc
 
 
 def _verify_simulated(envelope: Envelope, manifest: Manifest) -> Attestation:
@@ -143,16 +147,7 @@ def verify_hardware_statement(
         AttestationError: a simulated or malformed statement, a signature by another key, or
             any failed step of the evidence (``error.step``).
     """
-    if envelope.payload_type != payload_type(Attestation.KIND):
-        raise AttestationError("attestation: wrong payload type", step="parse")
-    try:
-        claimed = Attestation.from_dict(
-            parse_json(envelope.payload, max_bytes=MAX_ATTESTATION_BYTES)
-        )
-    except InputError as exc:
-        raise AttestationError(
-            f"attestation: malformed ({exc.message[:80]})", step="parse"
-        ) from exc
+    claimed = _claimed_attestation(envelope)
     if not claimed.is_hardware:
         raise AttestationError("attestation: not a hardware provider's statement", step="parse")
     try:
