@@ -271,9 +271,15 @@ class UIProcess:
         return int(self.origin.rsplit(":", 1)[1])
 
 
-def start_ui(room: UIRoom, who: str) -> UIProcess:
+def cli_env() -> dict[str, str]:
+    """The environment a ``sealroom`` child process gets: no SEALROOM_ settings, this repo."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def start_ui(room: UIRoom, who: str) -> UIProcess:
+    env = cli_env()
     proc = subprocess.Popen(
         [
             sys.executable,

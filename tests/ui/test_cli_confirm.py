@@ -12,14 +12,13 @@ import sys
 
 from sdk.party.home import Home
 from sdk.party.session import Session
-from tests.ui.conftest import REPO, ROOM, UIRoom
+from tests.ui.conftest import REPO, ROOM, UIRoom, cli_env
 
 
 def _approve_on_a_terminal(
     room: UIRoom, who: str, digest: str, answer: bytes
 ) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = cli_env()
     leader, follower = pty.openpty()
     try:
         proc = subprocess.Popen(

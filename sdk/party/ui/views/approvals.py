@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
+from typing import Any
 
 from sdk.errors import SealroomError
 from sdk.party.bundles import decide, load_bundle
@@ -118,21 +119,26 @@ def _roles(dataset: Dataset) -> list[tuple[str, str, str]]:
     ]
 
 
+def _unverified(req: Request, snap: Any, view: Any) -> Response:
+    """The bundle page without a bundle: the coordinator's answer did not verify (502)."""
+    return req.page(
+        "bundle.html",
+        "bundles",
+        HTTPStatus.BAD_GATEWAY,
+        snap=snap,
+        view=view,
+        review=None,
+        diff=None,
+        done=None,
+    )
+
+
 def bundle_page(req: Request, digest: str) -> Response:
     """GET /bundles/DIGEST"""
     snap = snapshot(req.session, req.room_id)
     view = verified_bundle(req.session, snap, digest)
     if view.bundle is None:
-        return req.page(
-            "bundle.html",
-            "bundles",
-            HTTPStatus.BAD_GATEWAY,
-            snap=snap,
-            view=view,
-            review=None,
-            diff=None,
-            done=None,
-        )
+        return _unverified(req, snap, view)
     done = DONE.get(req.query.get("done", ""))
     return req.page(
         "bundle.html",
@@ -150,16 +156,7 @@ def confirm_page(req: Request, digest: str, decision: str) -> Response:
     snap = snapshot(req.session, req.room_id)
     view = verified_bundle(req.session, snap, digest)
     if view.bundle is None or view.digest != digest:
-        return req.page(
-            "bundle.html",
-            "bundles",
-            HTTPStatus.BAD_GATEWAY,
-            snap=snap,
-            view=view,
-            review=None,
-            diff=None,
-            done=None,
-        )
+        return _unverified(req, snap, view)
     return req.page(
         "confirm.html",
         "bundles",
