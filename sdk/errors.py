@@ -173,3 +173,17 @@ def error_for_code(code: str, message: str = "") -> SealroomError:
     """Build the error of the class registered for ``code`` (the base class when unknown)."""
     cls = ERRORS_BY_CODE.get(code, SealroomError)
     return cls(message)
+
+
+def quote_user(text: object, limit: int = 60) -> str:
+    """``text`` (user content: a column name, a file's first bytes) fit for an error message:
+    at most ``limit`` characters, non-printable characters escaped (``\\n``, ``\\x00``,
+    ``\\u200b``), in single quotes, with ``…`` when cut. Never use it for data values (cells):
+    those never go into errors at all."""
+    raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    cut = raw[:limit]
+    escaped = "".join(
+        c if c.isprintable() and c not in "'\\" else repr(c)[1:-1] if c != "'" else "\\'"
+        for c in cut
+    )
+    return "'" + escaped + ("…" if len(raw) > limit else "") + "'"

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from sdk.cli.context import Context, short
-from sdk.errors import InputError, SignatureError
+from sdk.errors import InputError, SealroomError, SignatureError
 from sdk.party.files import read_envelope_file, write_json_file
 from sdk.party.identities import load_identity
 from sdk.party.statements import manifest_from_room_file
-from sdk.party.trust import fetch_log, fetch_workers, load_room
+from sdk.party.trust import PinnedRoom, fetch_log, fetch_workers, load_room
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.clock import utcnow
 from sdk.protocol.dsse import Envelope, add_signature, payload_type, verify_signatures
@@ -319,7 +319,35 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     ctx.say(f"log: {size} entries, every entry signed by an attested worker, consistent with "
             f"{'the last checkpoint seen here' if log.previous else 'nothing seen before'}")
     ctx.say(f"workers: {len(workers)} attested" + (f"; rejected: {'; '.join(rejected)}" if rejected else ""))
+    _uploads(ctx, room)
     return 0
+
+
+def _uploads(ctx: Context, room: PinnedRoom) -> None:
+    """Each upload's statement, verified here (signed by the dataset's owner): its rows and
+    what its owner's SDK dropped at seal time."""
+    from sdk.party.data import dropped_line
+    from sdk.protocol.verify import verify_upload
+
+    rows = []
+    for info in ctx.client().uploads(room.room_id):
+        if not isinstance(info, dict) or not isinstance(info.get("statement"), dict):
+            continue
+        try:
+            upload = verify_upload(Envelope.from_dict(info["statement"]), room.manifest,
+                                   room.digest)
+        except SealroomError as exc:
+            rows.append((str(info.get("dataset", "?"))[:60], "?", "-",
+                         f"statement NOT verified ({exc.code})"))
+            continue
+        rows.append((upload.dataset, str(upload.version), str(upload.row_count),
+                     dropped_line(upload.rejected) if upload.rejected else "none dropped"))
+    ctx.say("")
+    if not rows:
+        ctx.say("uploads: none yet")
+        return
+    ctx.say("uploads (statements verified on this machine; drops counted by their owner's SDK)")
+    ctx.table(["dataset", "version", "rows", "at seal time"], rows)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -6,11 +6,14 @@ Order, and what each step promises:
 2. the worker's attestation (the coordinator's newest, or one given) is verified against the
    manifest's accepted providers, platform keys and measurements — BEFORE anything is read or
    sealed;
-3. the CSV/Parquet file is checked against the dataset's schema, identifiers are normalised and
-   hashed (DuckDB, vectorised) into a temporary Parquet file;
+3. the file is told apart by content (CSV or Parquet; empty, binary and non-UTF-8 files are
+   refused), checked against the dataset's schema, identifiers are validated (rows with an
+   empty or invalid one are dropped and counted per reason, or refused with ``strict``),
+   normalised and hashed (DuckDB, vectorised; phones by ``phonenumbers``) into a temporary
+   Parquet file; a file with no valid row is refused;
 4. that file is sealed, streaming, to the worker's encryption key, and the owner signs the upload
-   statement binding room, manifest, dataset, version, schema, row count, ciphertext digest and
-   key commitment;
+   statement binding room, manifest, dataset, version, schema, row count, the dropped rows'
+   counts, ciphertext digest and key commitment;
 5. the sealed file and its statement are streamed to the coordinator.
 
 The temporary Parquet file is deleted whatever happens. Progress is reported as events.
@@ -55,10 +58,14 @@ def seal_dataset(
     version: int,
     destination: Path,
     *,
-    country_code: str = "1",
+    region: str | None = None,
+    strict: bool = False,
+    rejects: Path | None = None,
 ) -> tuple[Envelope, Path]:
     """Prepare and seal ``source`` for ``dataset_name``; returns the signed upload statement
-    and the sealed file. The worker must already be verified."""
+    and the sealed file. The worker must already be verified. ``region`` reads phone numbers
+    without ``+``; ``strict`` refuses the file at its first invalid identifier; ``rejects``
+    receives the dropped rows' numbers and reasons (CSV; the caller owns that file)."""
     from sdk.party.datasets import prepare_dataset, seal_dataset_file
 
     key = session.key()
@@ -75,11 +82,15 @@ def seal_dataset(
     ))
     with tempfile.TemporaryDirectory(prefix="sealroom-prep-") as tmp:
         started = time.monotonic()
-        prepared = prepare_dataset(source, dataset, Path(tmp), country_code=country_code)
+        prepared = prepare_dataset(source, dataset, Path(tmp), region=region, strict=strict,
+                                   rejects=rejects)
         session.emit(step(
-            f"checked schema, normalised and hashed {dataset.id_column} ({dataset.id_kind}): "
-            f"{prepared.row_count} rows in {time.monotonic() - started:.1f}s"
+            f"checked schema, validated, normalised and hashed {dataset.id_column} "
+            f"({dataset.id_kind}): {prepared.row_count} rows in "
+            f"{time.monotonic() - started:.1f}s"
         ))
+        if prepared.rejected:
+            session.emit(step(f"{dropped_line(prepared.rejected)} (not sealed)"))
         label = f"sealing {dataset_name}"
         destination.parent.mkdir(parents=True, exist_ok=True)
         sealed = seal_dataset_file(
@@ -95,9 +106,17 @@ def seal_dataset(
         session.emit(finished(label))
     statement = make_upload(
         key, room.manifest, room.digest, dataset_name, version, prepared.row_count, sealed,
-        worker.digest,
+        worker.digest, rejected=prepared.rejected,
     )
     return statement, destination
+
+
+def dropped_line(rejected: dict[str, int] | tuple[tuple[str, int], ...]) -> str:
+    """``3 rows dropped at seal time (empty: 1, invalid_email: 2)``."""
+    counts = dict(rejected)
+    total = sum(counts.values())
+    detail = ", ".join(f"{r}: {n}" for r, n in sorted(counts.items()))
+    return f"{total} row{'s' if total != 1 else ''} dropped at seal time ({detail})"
 
 
 def next_version(session: Session, room: PinnedRoom, dataset: str) -> int:

@@ -104,8 +104,10 @@ class Party:
         return PinnedRoom(envelope, manifest, envelope.digest())
 
     def upload(self, path: str | Path, *, dataset: str, version: int | None = None,
-               country_code: str = "1") -> Upload:
-        """Verify the worker's attestation, prepare, seal and upload a CSV/Parquet file."""
+               region: str | None = None, strict: bool = False) -> Upload:
+        """Verify the worker's attestation, prepare, seal and upload a CSV/Parquet file
+        (``region``: for phone numbers without ``+``; ``strict``: refuse the file at its first
+        empty or invalid identifier instead of dropping such rows)."""
         room = self.room()
         worker = worker_for(self.session, room)
         if version is None:
@@ -113,7 +115,7 @@ class Party:
         with tempfile.TemporaryDirectory(prefix="sealroom-sealed-") as tmp:
             statement, sealed = seal_dataset(self.session, room, worker, Path(path), dataset,
                                              version, Path(tmp) / "data.sealed",
-                                             country_code=country_code)
+                                             region=region, strict=strict)
             return upload_sealed(self.session, room, statement, sealed)
 
     def propose_template(self, template: str, params: dict[str, Any] | list[str], *,

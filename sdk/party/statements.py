@@ -144,9 +144,10 @@ def make_upload(
     attestation_digest: str,
     *,
     now: datetime | None = None,
+    rejected: dict[str, int] | None = None,
 ) -> Envelope:
     """The owner's signed upload statement for a sealed file, created ``now`` (default: the
-    clock)."""
+    clock); ``rejected`` counts the rows dropped at seal time, per reason."""
     upload = Upload(
         room_id=manifest.room_id,
         manifest_digest=manifest_digest,
@@ -159,6 +160,7 @@ def make_upload(
         key_commitment=sealed.key_commitment,
         attestation_digest=attestation_digest,
         created_at=format_time(now or utcnow()),
+        rejected=tuple(sorted((r, n) for r, n in (rejected or {}).items() if n)),
     )
     return sign_envelope(Upload.KIND, upload.to_dict(), [key.signer])
 

@@ -41,6 +41,9 @@ from sdk.protocol.spec import OutputSpec
 
 ROLES = ("data_owner", "analyst", "recipient")
 ID_KINDS = ("email", "phone", "sha256", "none")
+#: why a row was dropped at seal time (``Upload.rejected``): no identifier, or one that does not
+#: validate for the dataset's ``id_kind``
+REJECT_REASONS = ("empty", "invalid_email", "invalid_phone", "invalid_sha256")
 COLUMN_TYPES = ("string", "int", "float", "bool", "date")
 PROVIDERS = ("simulated", "none", "aws-nitro", "amd-sev-snp", "intel-tdx")
 ISOLATIONS = ("container", "none")
@@ -517,7 +520,12 @@ def _b64(value: object, where: str, max_bytes: int) -> bytes:
 @dataclass(frozen=True)
 class Upload:
     """A party's statement about one sealed dataset version; travels beside the ciphertext,
-    and its binding fields are repeated in the authenticated sealed-file header."""
+    and its binding fields are repeated in the authenticated sealed-file header.
+
+    ``rejected`` counts the rows the owner's SDK dropped at seal time, per reason of
+    :data:`REJECT_REASONS` (``row_count`` is what was kept); written only when something was
+    dropped, so statements without drops keep their bytes.
+    """
 
     KIND: ClassVar[str] = "upload"
 
@@ -532,9 +540,10 @@ class Upload:
     key_commitment: str
     attestation_digest: str
     created_at: str
+    rejected: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "room_id": self.room_id,
             "manifest_digest": self.manifest_digest,
             "dataset": self.dataset,
@@ -547,12 +556,26 @@ class Upload:
             "attestation_digest": self.attestation_digest,
             "created_at": self.created_at,
         }
+        if self.rejected:
+            out["rejected"] = dict(self.rejected)
+        return out
 
     @classmethod
     def from_dict(cls, data: object) -> Upload:
         where = "upload"
         d = expect_mapping(data, where)
-        check_keys(d, where, [f.name for f in fields(cls)])
+        check_keys(d, where, [f.name for f in fields(cls) if f.name != "rejected"], ["rejected"])
+        rejected: list[tuple[str, int]] = []
+        if "rejected" in d:
+            raw = expect_mapping(d["rejected"], f"{where}.rejected")
+            for reason in raw:
+                if reason not in REJECT_REASONS:
+                    raise InputError(
+                        f"{where}.rejected: {str(reason)[:60]!r} is not one of {list(REJECT_REASONS)}"
+                    )
+                rejected.append((reason, get_int(raw, reason, f"{where}.rejected", minimum=1)))
+            if not rejected:  # written only when something was dropped: one encoding only
+                raise InputError(f"{where}.rejected: omit it rather than leave it empty")
         return cls(
             room_id=get_name(d, "room_id", where),
             manifest_digest=get_hex64(d, "manifest_digest", where),
@@ -565,6 +588,7 @@ class Upload:
             key_commitment=get_hex64(d, "key_commitment", where),
             attestation_digest=get_hex64(d, "attestation_digest", where),
             created_at=check_time(d["created_at"], f"{where}.created_at"),
+            rejected=tuple(sorted(rejected)),
         )
 
 

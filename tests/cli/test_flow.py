@@ -148,6 +148,42 @@ def test_schema_mismatch_is_refused_before_upload(room: World) -> None:
     fails(room.cli("brand", "data", "upload", str(bad), "--dataset", "customers"), "E_INPUT", 2)
 
 
+def test_refused_uploads_store_nothing(room: World) -> None:
+    """Invalid ids with --strict, no valid rows, 0-byte, binary, non-UTF-8, header-only and
+    another party's dataset: one line each, and the coordinator's uploads stay the same."""
+    before = ok(room.cli("brand", "--room", ROOM, "room", "status")).out
+    uploads = before[before.index("uploads ("):]
+    assert "customers" in uploads and "none dropped" in uploads
+    canary = "canary.flow.77@nodot"
+    cases = {
+        "strict.csv": (f"email,plan,employees,converted,arr\n{canary},team,3,1,10\n".encode(),
+                       ("--strict",), "row 1: invalid_email"),
+        "none.csv": (f"email,plan,employees,converted,arr\n{canary},team,3,1,10\n".encode(),
+                     (), "no valid rows"),
+        "empty.csv": (b"", (), "empty (0 bytes)"),
+        "binary.csv": (b"PK\x03\x04\x00\x00" + bytes(range(256)) * 30, (), "neither CSV"),
+        "latin1.csv": ("email,plan,employees,converted,arr\né@b.com,t,1,1,1\n".encode("latin-1"),
+                       (), "not UTF-8"),
+        "header.csv": (b"email,plan,employees,converted,arr\n", (), "no data rows"),
+    }
+    bad = room.root / "bad-inputs"
+    bad.mkdir(exist_ok=True)
+    for name, (content, extra, message) in cases.items():
+        (bad / name).write_bytes(content)
+        res = fails(room.cli("brand", "data", "upload", str(bad / name), "--dataset",
+                             "customers", "--rejects", str(bad / "rejects.csv"), *extra),
+                    "E_INPUT", 2)
+        assert message in res.err, res.err
+        assert canary not in res.out + res.err
+    res = fails(room.cli("publisher", "data", "upload", str(bad / "strict.csv"), "--dataset",
+                         "customers"), "E_SIGNATURE", 3)
+    assert sorted(p.name for p in bad.iterdir()) == sorted(cases)  # no rejects file, nothing
+    after = ok(room.cli("brand", "--room", ROOM, "room", "status")).out
+    assert after[after.index("uploads ("):] == uploads
+    for who in ("brand", "publisher"):
+        assert not [p for p in room.home(who).rglob("*") if ".seal" in p.name or ".tmp" in p.name]
+
+
 def test_wrong_key_cannot_upload_or_sign_for_a_party(room: World) -> None:
     impostor = room.root / "impostor"
     ok(sealroom("keys", "new", "brand", "--out", str(impostor)))
