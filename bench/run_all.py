@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES: list[tuple[str, str, list[str], list[str]]] = [
     ("seal", "Sealing and unsealing vs raw AES-GCM and SHA-256 (issue 2)", [], ["--size-mib", "128", "--rounds", "1"]),
+    ("prepare", "Preparing a dataset: identifier validation vs none (issue 10)", [], ["--rows", "100000", "--phone-rows", "10000", "--rounds", "1"]),
     ("runner", "Keyless runner hand-over and join vs in-process DuckDB and pandas (issue 3)", [], ["--left", "100000", "--right", "50000", "--repeat", "1"]),
     ("enclave", "One worker job on the plan path, step by step, vs plain DuckDB (issues 3, 13)", [], ["--sizes", "100000x50000", "--repeat", "1"]),
     ("privacy", "Aggregation + DP release vs plain DuckDB group-by (issue 4)", [], ["--sizes", "100000", "--repeat", "1"]),
