@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from sdk.errors import AttestationError, InputError
+from sdk.protocol.attestation import EvidencePolicy
+from sdk.protocol.attestation import nitro as nitro_module
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.keys import PartyKey, Signer
 from sdk.protocol.models import Attestation, HardwarePolicy, Manifest, WorkerPolicy
@@ -173,3 +175,16 @@ def test_the_simulated_path_is_unchanged(world: World) -> None:
 def test_hardware_policy_for_verifier() -> None:
     policy = HardwarePolicy("aws-nitro", (("PCR0", ("aa",)),)).evidence_policy(b"x")
     assert dict(policy.measurements) == {"PCR0": ("aa",)} and policy.report_data == b"x"
+
+
+def test_verify_evidence_fails_closed_for_every_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a provider module lets escape becomes one AttestationError (step parse)."""
+    from sdk.protocol.attestation import verify_evidence
+
+    def broken(*args: Any) -> Any:
+        raise KeyError("a provider bug")
+
+    monkeypatch.setattr(nitro_module, "verify", broken)
+    with pytest.raises(AttestationError) as err:
+        verify_evidence("aws-nitro", b"x", policy=EvidencePolicy(), now=NITRO_TIME)
+    assert err.value.step == "parse" and "KeyError" in str(err.value)

@@ -278,24 +278,16 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def cli_argv(room: UIRoom, who: str, *command: str) -> list[str]:
+    """``sealroom COMMAND...`` as party ``who`` of the room, for a child process."""
+    return [sys.executable, "-m", "sdk.cli", "--home", str(room.home(who)),
+            "--coordinator", room.url, "--room", ROOM, "--as", who, *command]
+
+
 def start_ui(room: UIRoom, who: str) -> UIProcess:
     env = cli_env()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sdk.cli",
-            "--home",
-            str(room.home(who)),
-            "--coordinator",
-            room.url,
-            "--room",
-            ROOM,
-            "--as",
-            who,
-            "ui",
-            "--no-browser",
-        ],
+        cli_argv(room, who, "ui", "--no-browser"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

@@ -8,11 +8,10 @@ import os
 import pty
 import re
 import subprocess
-import sys
 
 from sdk.party.home import Home
 from sdk.party.session import Session
-from tests.ui.conftest import REPO, ROOM, UIRoom, cli_env
+from tests.ui.conftest import REPO, ROOM, UIRoom, cli_argv, cli_env
 
 
 def _approve_on_a_terminal(
@@ -22,22 +21,7 @@ def _approve_on_a_terminal(
     leader, follower = pty.openpty()
     try:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sdk.cli",
-                "--home",
-                str(room.home(who)),
-                "--coordinator",
-                room.url,
-                "--room",
-                ROOM,
-                "--as",
-                who,
-                "bundle",
-                "approve",
-                digest,
-            ],
+            cli_argv(room, who, "bundle", "approve", digest),
             stdin=follower,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -91,7 +91,8 @@ def verify_evidence(
 
     Raises:
         AttestationError: an unknown provider, evidence or collateral over its cap, a naive
-            ``now``, or any failed step of the provider (``error.step`` names it).
+            ``now``, or any failed step of the provider (``error.step`` names it); and only
+            it: anything else a provider raises becomes step ``parse``.
     """
     module_name = HARDWARE_PROVIDERS.get(provider)
     if module_name is None:
@@ -110,4 +111,11 @@ def verify_evidence(
             f"{provider}: size: collateral over {MAX_COLLATERAL_BYTES} bytes", step="size"
         )
     module: _Provider = importlib.import_module(f"sdk.protocol.attestation.{module_name}")
-    return module.verify(evidence, policy, now, collateral)
+    try:
+        return module.verify(evidence, policy, now, collateral)
+    except AttestationError:
+        raise
+    except Exception as exc:  # fail closed, for every provider: only AttestationError leaves
+        raise AttestationError(
+            f"{provider}: parse: malformed input ({type(exc).__name__})", step="parse"
+        ) from exc
