@@ -9,17 +9,28 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
+from coordinator.auth import iso
 from coordinator.context import Services
 from coordinator.logstore import budget_spent, leaves_of, root_of
 from coordinator.rooms import load_room, pending_count
 from coordinator.storage.db import utcnow
-from coordinator.storage.models import CheckpointRow, Feedback, Room, RunRow, UploadRow, Worker
+from coordinator.storage.models import (
+    CheckpointRow,
+    Feedback,
+    MatchRateRow,
+    Room,
+    RunRow,
+    UploadRow,
+    Worker,
+)
 from sdk.protocol.budget import Spent, remaining_after
 
 
@@ -65,10 +76,24 @@ class Utility(BaseModel):
     share_changed: float | None
 
 
-class MatchRate(BaseModel):
-    reports: int
+class MatchPoint(BaseModel):
+    run_id: str
+    at: str
+    rate: float | None
+
+
+class MatchSeries(BaseModel):
+    """One dataset's measured match rate against its partners' data, run after run (from the
+    worker-signed receipts; None where a run withheld it)."""
+
+    dataset: str
+    party: str
+    partners: list[str]
+    runs: int
+    withheld: int
     latest: float | None
     mean: float | None
+    history: list[MatchPoint]
 
 
 class Uploads(BaseModel):
@@ -86,7 +111,7 @@ class RoomStatus(BaseModel):
     turnaround: Turnaround
     privacy: Privacy
     utility: Utility
-    match_rate: MatchRate
+    match_rates: list[MatchSeries]
     uploads: Uploads
 
 
@@ -97,6 +122,27 @@ def _turnaround(times: list[float]) -> Turnaround:
     p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
     return Turnaround(count=len(times), median_s=statistics.median(times), p95_s=p95,
                       max_s=times[-1])
+
+
+HISTORY = 20
+
+
+def _match_series(rows: Sequence[Any]) -> list[MatchSeries]:
+    """Group measured rates by (dataset, party, partners), oldest first; the last
+    :data:`HISTORY` points of each."""
+    grouped: dict[tuple[str, str, str], list[MatchPoint]] = {}
+    for dataset, party, partners, run_id, at, rate in rows:
+        grouped.setdefault((dataset, party, partners), []).append(
+            MatchPoint(run_id=run_id, at=iso(at), rate=rate))
+    out = []
+    for (dataset, party, partners), points in sorted(grouped.items()):
+        rates = [p.rate for p in points if p.rate is not None]
+        out.append(MatchSeries(
+            dataset=dataset, party=party, partners=[p for p in partners.split(",") if p],
+            runs=len(points), withheld=len(points) - len(rates),
+            latest=rates[-1] if rates else None, mean=statistics.fmean(rates) if rates else None,
+            history=points[-HISTORY:]))
+    return out
 
 
 def room_status(services: Services, room_id: str) -> RoomStatus:
@@ -116,9 +162,14 @@ def room_status(services: Services, room_id: str) -> RoomStatus:
         cp = s.execute(select(CheckpointRow.tree_size, CheckpointRow.root_hash)
                        .where(CheckpointRow.room_id == room_id)
                        .order_by(CheckpointRow.tree_size.desc()).limit(1)).first()
-        feedback = s.execute(select(Feedback.changed_decision, Feedback.match_rate)
+        feedback = s.execute(select(Feedback.changed_decision)
                              .where(Feedback.room_id == room_id)
                              .order_by(Feedback.created_at)).all()
+        matches = s.execute(select(MatchRateRow.dataset, MatchRateRow.party,
+                                   MatchRateRow.partners, MatchRateRow.run_id,
+                                   MatchRateRow.created_at, MatchRateRow.rate)
+                            .where(MatchRateRow.room_id == room_id)
+                            .order_by(MatchRateRow.created_at, MatchRateRow.run_id)).all()
         uploads = s.execute(select(
             func.count(), func.count().filter(UploadRow.complete.is_(True)),
             func.coalesce(func.sum(UploadRow.ciphertext_size)
@@ -137,8 +188,7 @@ def room_status(services: Services, room_id: str) -> RoomStatus:
     verified = (cp is None and not leaves) or (
         cp is not None and cp.tree_size == len(leaves)
         and root_of(leaves).hex() == cp.root_hash)
-    rates = [rate for _, rate in feedback if rate is not None]
-    changed = sum(1 for decided, _ in feedback if decided)
+    changed = sum(1 for (decided,) in feedback if decided)
     by_state = Counter(state for state, _, _, _ in runs)
     return RoomStatus(
         room_id=room_id, manifest_digest=view.digest, complete=view.complete,
@@ -156,8 +206,7 @@ def room_status(services: Services, room_id: str) -> RoomStatus:
                                        verified_complete=verified)),
         utility=Utility(feedback=len(feedback), changed_decision=changed,
                         share_changed=changed / len(feedback) if feedback else None),
-        match_rate=MatchRate(reports=len(rates), latest=rates[-1] if rates else None,
-                             mean=statistics.fmean(rates) if rates else None),
+        match_rates=_match_series(matches),
         uploads=Uploads(statements=int(uploads[0]), complete=int(uploads[1]),
                         bytes=int(uploads[2])),
     )
@@ -208,6 +257,11 @@ def prometheus_text(services: Services) -> str:
            [({"room": st.room_id}, float(st.privacy.log.size)) for st in statuses])
     metric("sealroom_upload_bytes", "gauge", "Bytes of complete sealed uploads.",
            [({"room": st.room_id}, float(st.uploads.bytes)) for st in statuses])
+    metric("sealroom_match_rate", "gauge",
+           "The newest measured match rate of each dataset against its partners (receipts).",
+           [({"room": st.room_id, "dataset": m.dataset, "party": m.party,
+              "partners": ",".join(m.partners)}, m.latest)
+            for st in statuses for m in st.match_rates if m.latest is not None])
     metric("sealroom_feedback_changed_decision", "gauge",
            "Recipient feedback saying an output changed a decision.",
            [({"room": st.room_id}, float(st.utility.changed_decision)) for st in statuses])

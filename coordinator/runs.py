@@ -33,7 +33,7 @@ from coordinator.results import Outcome, ResultError, check_result
 from coordinator.rooms import require_party
 from coordinator.sources import collect_sources
 from coordinator.storage.db import utcnow
-from coordinator.storage.models import OutputRow, Room, RunRow
+from coordinator.storage.models import MatchRateRow, OutputRow, Room, RunRow
 from coordinator.worker import read_platform_key
 from sdk.errors import ConfigError, ConflictError, NotFoundError, ResourceError, SealroomError
 from sdk.protocol import jobdir as layout
@@ -131,6 +131,14 @@ def _finish(services: Services, run_id: str, outcome: Outcome, old_size: int = 0
                 assert room is not None
                 append(s, room.room_id, old_size, signed.entries, signed.parsed_entries,
                        signed.checkpoint, signed.tree_size, signed.root_hash)
+                receipt = signed.parsed_receipt
+                owners = {m.dataset: m.party for m in receipt.match}
+                for m in receipt.match:
+                    partners = sorted({p for d, p in owners.items() if d != m.dataset})
+                    s.add(MatchRateRow(
+                        run_id=run_id, dataset=m.dataset, room_id=room.room_id, party=m.party,
+                        partners=",".join(partners), created_at=utcnow(),
+                        rate=None if m.rate is None else float(m.rate)))
             for recipient, digest in digests.items():
                 s.add(OutputRow(run_id=run_id, recipient=recipient, ciphertext_digest=digest,
                                 size=len(outcome.outputs[recipient])))

@@ -207,16 +207,12 @@ class ReceiptInfo(Strict):
 class FeedbackRequest(Strict):
     changed_decision: bool
     note: str = Field(default="", max_length=2000)
-    match_rate: str | None = Field(
-        default=None, pattern=r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$", description="0..1, decimal"
-    )
 
 
 class FeedbackInfo(Strict):
     run_id: str
     party: str
     changed_decision: bool
-    match_rate: str | None
 
 
 class LogEntries(Strict):

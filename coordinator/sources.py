@@ -73,9 +73,10 @@ def room_attestations(services: Services, manifest: Manifest,
 
 
 def select_uploads(services: Services, room_id: str, bundle: Bundle) -> list[UploadRow]:
-    """The complete upload each input reads (pinned version, or the latest).
+    """The complete upload each input reads: the one whose signed statement the bundle pins
+    (by digest), or for a ``follow_latest`` input the newest.
 
-    Raises ``ConflictError`` when an input has no complete upload.
+    Raises ``ConflictError`` when an input has no such complete upload.
     """
     chosen = []
     with services.db.read() as s:
@@ -83,11 +84,13 @@ def select_uploads(services: Services, room_id: str, bundle: Bundle) -> list[Upl
             query = select(UploadRow).where(
                 UploadRow.room_id == room_id, UploadRow.dataset == item.dataset,
                 UploadRow.complete.is_(True))
-            if item.version is not None:
-                query = query.where(UploadRow.version == item.version)
+            if item.upload is not None:
+                query = query.where(UploadRow.digest == item.upload)
             row = s.scalars(query.order_by(UploadRow.version.desc()).limit(1)).first()
             if row is None:
-                raise ConflictError(f"no complete upload of dataset {item.dataset!r} yet")
+                which = ("any complete upload" if item.upload is None
+                         else f"the complete upload of version {item.version} the bundle pins")
+                raise ConflictError(f"dataset {item.dataset!r} has no {which}")
             chosen.append(row)
     return chosen
 
@@ -116,7 +119,8 @@ def collect_sources(services: Services, room_id: str, bundle_digest: str, *,
     attestation, attestations = room_attestations(services, room.manifest, worker)
     approvals = job_approvals(services, room_id, bundle_digest)
     if require_approved:
-        verify_approvals(approvals, room.manifest, room.digest, bundle_digest, now=now_utc())
+        verify_approvals(approvals, room.manifest, room.digest, bundle_digest, now=now_utc(),
+                         bundle=bundle)
     uploads = select_uploads(services, room_id, bundle)
     return RunSources(room, worker, attestation, attestations, bundle_envelope, bundle,
                       approvals, uploads)

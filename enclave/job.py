@@ -38,7 +38,13 @@ from sdk.protocol.clock import utcnow
 from sdk.protocol.dsse import sign_envelope
 from sdk.protocol.keys import Signer
 from sdk.protocol.models import Measurement
-from sdk.protocol.records import Checkpoint, OutputRecord, PrivacyRecord, Receipt
+from sdk.protocol.records import (
+    Checkpoint,
+    MatchRecord,
+    OutputRecord,
+    PrivacyRecord,
+    Receipt,
+)
 from sdk.protocol.sealing import open_to_buffer, upload_binding
 from sdk.protocol.spec import OutputSpec
 from sdk.protocol.verify import receipt_core_digest
@@ -225,6 +231,7 @@ class Job:
         outputs: dict[str, str] = {}
         records: list[OutputRecord] = []
         privacy: PrivacyRecord | None = None
+        match: tuple[MatchRecord, ...] = ()
         status, code, message = "succeeded", None, ""
         try:
             with self.timer.step("decrypt"):
@@ -239,15 +246,17 @@ class Job:
             state.mark("run")
             with self.timer.step("privacy"):
                 released, privacy = self._apply_privacy(state, table, tables)
+            match = released.match
             state.mark("privacy")
             with self.timer.step("seal"):
                 outputs, records = self._seal(state, run_id, released)
             state.mark("seal")
         except Exception as exc:
             status, code, message = "failed", error_code_of(exc), safe_message(exc)
-            outputs, records = {}, []
+            outputs, records, match = {}, [], ()
         return self._finish(
-            files, keys, state, status, code, message, outputs, records, privacy, log
+            files, keys, state, status, code, message, outputs, records, privacy, log,
+            match=match,
         )
 
     # -- steps -------------------------------------------------------------------------------
@@ -437,12 +446,14 @@ class Job:
         records: list[OutputRecord],
         privacy: PrivacyRecord | None,
         log: RoomLog,
+        *,
+        match: tuple[MatchRecord, ...] = (),
     ) -> dict[str, Any]:
         signer = keys.signer
         with self.timer.step("sign"):
             bundle_digest = files.bundle.digest()
             approvals = state.approvals.digests if "approvals" in state.done else ()
-            inputs = tuple(d for _, d in state.uploads.values()) if "budget" in state.done else ()
+            inputs = state.input_records() if "budget" in state.done else ()
             placeholder = Checkpoint("", 0, "0" * 64, "1970-01-01T00:00:00Z")
             receipt = Receipt(
                 room_id=state.manifest.room_id,
@@ -450,7 +461,7 @@ class Job:
                 run_id=files.run_id,
                 bundle_digest=bundle_digest,
                 approval_digests=approvals,
-                input_digests=inputs,
+                inputs=inputs,
                 outputs=tuple(records),
                 privacy=privacy,
                 attestation_digest=state.attestation_digest,
@@ -462,6 +473,7 @@ class Job:
                 log_index=0,
                 checkpoint=placeholder,
                 details={"message": message} if message else {},
+                match=match,
             )
             kind = "run_refused" if status == "refused" else "run_finished"
             index = log.append(

@@ -30,7 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def compile_for_worker(bundle: Bundle, manifest: Manifest) -> CompiledPlan:
     """The bundle's plan compiled with the exact fixed-point mapping of its measures, salted
-    with the bundle's own identity so every run of it keeps the same rows per person.
+    with the bundle's own identity so every run of it keeps the same rows per person, and
+    (a join) with the match-rate row (:func:`sdk.protocol.plan.match_stats_sql`).
 
     Raises ``QueryRejectedError`` when the plan does not validate (admission checked it).
     """
@@ -43,7 +44,8 @@ def compile_for_worker(bundle: Bundle, manifest: Manifest) -> CompiledPlan:
         return fixed[measure.name].sql_of(value, is_float=True)
 
     salt = f"{bundle.room_id}/{bundle.author}/{bundle.sequence}"
-    return compile_duckdb(plan, plan_columns(manifest), salt=salt, measure_sql=measure_sql)
+    return compile_duckdb(plan, plan_columns(manifest), salt=salt, measure_sql=measure_sql,
+                          match_stats=True)
 
 
 def declared_rows(row_counts: Mapping[str, int]) -> int:
@@ -86,7 +88,7 @@ def run_plan(bundle: Bundle, manifest: Manifest, tables: Mapping[str, ParquetDat
     if runner is None:
         runner = Runner(runner_limits(sum(len(memoryview(t)) for t in tables.values())))
     per_row = MAX_KEY_CHARS * 4 * max(1, len(plan.group_by)) + 16 * (len(plan.measures) + 1)
-    max_rows = max(runner.limits.max_output_rows, rows + 1)
+    max_rows = max(runner.limits.max_output_rows, rows + 2)  # + the match row
     max_bytes = max(runner.limits.max_output_bytes, rows * per_row + (1 << 20))
     try:
         if files is not None and set(files) == set(tables):

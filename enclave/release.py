@@ -10,26 +10,31 @@ the metadata: no count of suppressed groups, no list size below the minimum.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from enclave.privacy.match import release_match, split_match_row
 from enclave.state import TrustedJobState
 from sdk.errors import PrivacyError
 from sdk.protocol.admission import guarantee_of
 from sdk.protocol.planoutput import LIST_COLUMN
+from sdk.protocol.policy import match_rate_epsilon
+from sdk.protocol.records import MatchRecord
 
 
 @dataclass(frozen=True)
 class Released:
-    """What leaves the worker (sealed): columns, rows and metadata for the recipients."""
+    """What leaves the worker: columns, rows and metadata for the recipients (sealed), and
+    the measured match rates (in the receipt, for every party)."""
 
     columns: list[str]
     rows: list[list[Any]]
     meta: dict[str, Any] = field(default_factory=dict)
+    match: tuple[MatchRecord, ...] = ()
 
 
 def _recipient_ids(state: TrustedJobState, tables: Mapping[str, bytes | memoryview]) -> pa.Array:
@@ -66,12 +71,20 @@ def apply_privacy(
         "min_group_size": state.min_group_size(),
         "guarantee": guarantee_of(bundle),
     }
+    match: tuple[MatchRecord, ...] = ()
+    reserved = match_rate_epsilon(bundle)
+    if plan is not None:
+        table, stats = split_match_row(table, len(plan.inputs))
+        if stats is not None:
+            match = release_match(stats, bundle, state.manifest,
+                                  min_group_size=state.min_group_size(), epsilon=reserved)
     if plan is not None and plan.release == "list":
-        return _release_list(table, spec.list_min_size, state.min_group_size(), meta)
+        listed = _release_list(table, spec.list_min_size, state.min_group_size(), meta)
+        return replace(listed, match=match)
     if plan is not None:
         result: PrivacyResult = release_groups(
             table, spec, min_group_size=state.min_group_size(),
-            contribution_bound=plan.contribution_bound)
+            contribution_bound=plan.contribution_bound, reserved_epsilon=reserved)
         count = next((m.name for m in plan.measures if m.agg == "count"), None)
     else:
         recipient_ids = _recipient_ids(state, tables) if spec.mode == "list" else None
@@ -106,6 +119,7 @@ def apply_privacy(
         columns=list(released.column_names),
         rows=[list(r.values()) for r in released.to_pylist()],
         meta=meta,
+        match=match,
     )
 
 
@@ -117,7 +131,7 @@ def _release_list(ids: pa.Table, spec_min: int | None, min_group_size: int,
     failing would turn the list's size into a run status.
     """
     floor = max(min_group_size, spec_min or 0)
-    values = ids.column("__id").to_pylist() if ids.num_rows else []
+    values = sorted(ids.column("__id").to_pylist()) if ids.num_rows else []
     meta.update({"epsilon": str(Decimal(0)), "delta": str(Decimal(0)), "accuracy": {},
                  "mechanism": f"list: the first input's own identifiers present in the join and "
                               f"passing the predicate; at least {floor} or none"})

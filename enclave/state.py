@@ -19,6 +19,7 @@ from sdk.protocol.approvals import ApprovalSet, verify_approvals
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.models import Attestation, Bundle, Manifest, Measurement, Upload
 from sdk.protocol.policy import effective_min_group_size
+from sdk.protocol.records import InputRecord
 from sdk.protocol.verify import (
     verify_attestation,
     verify_bundle,
@@ -139,7 +140,8 @@ class TrustedJobState:
     def verify_approvals(self, envelopes: Sequence[Envelope]) -> None:
         self._enter("approvals")
         self.approvals = verify_approvals(
-            envelopes, self.manifest, self.manifest_digest, self.bundle_digest, now=self.now
+            envelopes, self.manifest, self.manifest_digest, self.bundle_digest, now=self.now,
+            bundle=self.bundle,
         )
         self._leave("approvals")
 
@@ -165,8 +167,9 @@ class TrustedJobState:
         chosen: dict[str, tuple[Upload, str]] = {}
         for item in self.bundle.inputs:
             options = candidates.get(item.dataset, [])
-            if item.version is not None:
-                options = [o for o in options if o[0].version == item.version]
+            if item.upload is not None:  # pinned: exactly the statement every approval bound
+                options = [o for o in options
+                           if o[1] == item.upload and o[0].version == item.version]
             if not options:
                 raise InputError(f"upload: no upload of {item.dataset!r} for this bundle")
             chosen[item.dataset] = max(options, key=lambda o: o[0].version)
@@ -189,6 +192,16 @@ class TrustedJobState:
         self.uploads = chosen
         self.budget = checks
         self._leave("budget")
+
+    def input_records(self) -> tuple[InputRecord, ...]:
+        """What the receipt says each input read (bundle order): the upload statement, its
+        version and signed row count (after the ``budget`` step)."""
+        return tuple(
+            InputRecord(item.dataset, self.uploads[item.dataset][0].version,
+                        self.uploads[item.dataset][0].row_count, self.uploads[item.dataset][1],
+                        item.follow_latest)
+            for item in self.bundle.inputs
+        )
 
     def mark(self, step: str) -> None:
         """Record that an untyped step (decrypt, run, privacy, seal, receipt) completed."""

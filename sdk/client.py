@@ -373,12 +373,10 @@ class Client:
         """The output sealed to this party (recipients only)."""
         return self._send("GET", f"/v1/rooms/{room_id}/runs/{run_id}/output").content
 
-    def feedback(self, room_id: str, run_id: str, *, changed_decision: bool, note: str = "",
-                 match_rate: str | None = None) -> JSON:
+    def feedback(self, room_id: str, run_id: str, *, changed_decision: bool,
+                 note: str = "") -> JSON:
         """Say whether a run's output changed a decision (recipients only)."""
         body: dict[str, Any] = {"changed_decision": changed_decision, "note": note}
-        if match_rate is not None:
-            body["match_rate"] = match_rate
         return cast(JSON, self._json("POST", f"/v1/rooms/{room_id}/runs/{run_id}/feedback",
                                      json=body))
 

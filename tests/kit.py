@@ -20,13 +20,41 @@ from sdk.party.statements import make_approval, make_bundle, make_upload, sign_m
 from sdk.protocol.canonical import canonical_json, parse_json
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.keys import PartyKey, Signer
-from sdk.protocol.models import Manifest, Measurement
+from sdk.protocol.models import BundleInput, Manifest, Measurement
 from sdk.protocol.plan import Plan
 from sdk.protocol.planoutput import plan_output
 from sdk.protocol.sealing import seal_stream, upload_binding
 from sdk.protocol.spec import OutputSpec
 
 CANARY = "CANARY-7f3a9c"
+
+
+def follow(*names: str) -> list[BundleInput]:
+    """Inputs that read the newest upload (the owner's approval must agree: :func:`acks`)."""
+    return [BundleInput(n, follow_latest=True) for n in names]
+
+
+def pin(uploads: list[Envelope], *names: str) -> list[BundleInput]:
+    """Inputs pinned to the newest of ``uploads`` for each name (follow-latest without one)."""
+    out = []
+    for name in names:
+        mine = [(json.loads(u.payload)["version"], u.digest()) for u in uploads
+                if json.loads(u.payload)["dataset"] == name]
+        if mine:
+            version, digest = max(mine)
+            out.append(BundleInput(name, version, digest))
+        else:
+            out.append(BundleInput(name, follow_latest=True))
+    return out
+
+
+def acks(bundle: Envelope, key: PartyKey, manifest: Manifest) -> list[str]:
+    """The follow-latest inputs of ``bundle`` that ``key``'s party owns (what its approval
+    names)."""
+    payload = json.loads(bundle.payload)
+    owned = {d.name for d in manifest.datasets if d.owner == key.name}
+    return [i["dataset"] for i in payload["inputs"]
+            if i.get("follow_latest") and i["dataset"] in owned]
 
 
 def seed(label: str) -> bytes:
@@ -58,6 +86,7 @@ class Room:
     min_group_size: int = 5
     epsilon_budget: str = "10"
     allow_custom_code: bool = True
+    follow_latest: bool = False  # bundles follow the newest upload instead of pinning it
     uploads: list[Envelope] = field(default_factory=list)
     sealed_files: dict[str, Path] = field(default_factory=dict)
     log_entries: list[dict[str, Any]] = field(default_factory=list)
@@ -190,7 +219,7 @@ class Room:
             kind=kind,
             code=code,
             output=OutputSpec.from_dict(output),
-            inputs=list(inputs),
+            inputs=self._inputs(inputs),
             recipients=list(recipients),
             **kw,
         )
@@ -220,17 +249,21 @@ class Room:
             kind=kind,
             code=code,
             output=plan_output(plan, like),
-            inputs=list(plan.inputs),
+            inputs=self._inputs(plan.inputs),
             recipients=list(recipients),
             plan=plan,
             **kw,
         )
 
+    def _inputs(self, names: Any) -> list[BundleInput]:
+        return follow(*names) if self.follow_latest else pin(self.uploads, *names)
+
     def approvals(
         self, bundle: Envelope, parties: tuple[PartyKey, ...] | None = None
     ) -> list[Envelope]:
         return [
-            make_approval(k, self.manifest, self.manifest_digest, bundle.digest())
+            make_approval(k, self.manifest, self.manifest_digest, bundle.digest(),
+                          follow_latest=acks(bundle, k, self.manifest))
             for k in (parties or (self.alice, self.bob))
         ]
 

@@ -92,11 +92,13 @@ def _emails(rng: np.random.Generator, ids: np.ndarray, messy: float) -> pa.Array
 
 def generate(
     out_dir: Path, *, brand_rows: int = 120_000, publisher_rows: int = 150_000,
-    overlap: int = 45_000, seed: int = 20240601,
+    overlap: int = 45_000, seed: int = 20240601, junk: int = 0,
 ) -> DemoData:
     """Write ``customers.csv`` (brand) and ``visitors.csv`` (publisher) into ``out_dir``.
 
-    Deterministic for a given seed. ``overlap`` people appear in both files.
+    Deterministic for a given seed. ``overlap`` people appear in both files. ``junk`` more
+    publisher rows carry no usable email (empty or mistyped, as real exports do): sealing
+    drops and counts them, and they are in no figure of the truth.
     """
     if not 0 < overlap <= min(brand_rows, publisher_rows):
         raise ValueError("overlap must be positive and at most the smaller file")
@@ -137,7 +139,14 @@ def generate(
         "segment": pa.array(segment),
         "visits": pa.array(visits),
     })
-    order_b, order_p = rng.permutation(brand_rows), rng.permutation(publisher_rows)
+    if junk:
+        publisher = pa.concat_tables([publisher, pa.table({
+            "email": pa.array([JUNK_EMAILS[i % len(JUNK_EMAILS)] for i in range(junk)]),
+            "exposed": pa.array(np.zeros(junk, dtype=np.int64)),
+            "segment": pa.array([SEGMENTS[0]] * junk),
+            "visits": pa.array(np.ones(junk, dtype=np.int64)),
+        })])
+    order_b, order_p = rng.permutation(brand_rows), rng.permutation(publisher_rows + junk)
     brand_csv, pub_csv = out_dir / "customers.csv", out_dir / "visitors.csv"
     pacsv.write_csv(brand.take(pa.array(order_b)), brand_csv)
     pacsv.write_csv(publisher.take(pa.array(order_p)), pub_csv)
@@ -156,6 +165,9 @@ def generate(
     )
     return DemoData(brand_csv, pub_csv, truth)
 
+
+JUNK_EMAILS = ("", "n/a", "unknown", "jane.doe(at)example.com", "@example.com",
+               "info@localhost")
 
 BRAND_SCHEMA = {"email": "string", "plan": "string", "employees": "int", "converted": "int",
                 "arr": "float"}

@@ -3,7 +3,6 @@ the recipients' feedback."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
@@ -120,18 +119,17 @@ def get_output(room_id: str, run_id: str, caller: CallerDep,
 @router.post("/{run_id}/feedback", response_model=FeedbackInfo)
 def post_feedback(room_id: str, run_id: str, body: FeedbackRequest, caller: CallerDep,
                   services: ServicesDep) -> FeedbackInfo:
-    """A recipient says whether the output changed a decision (and may report a match rate)."""
+    """A recipient says whether the output changed a decision (output utility; the match rate
+    is measured by the worker, in the receipt)."""
     party, run = _recipient(services, room_id, run_id, caller)
     if run.state != "succeeded":
         raise ConflictError("feedback is for succeeded runs")
-    rate = None if body.match_rate is None else float(Decimal(body.match_rate))
     with services.db.write() as s:
         row = s.get(Feedback, (run_id, party))
         if row is None:
             row = Feedback(run_id=run_id, party=party, room_id=room_id,
-                           changed_decision=body.changed_decision, match_rate=rate,
+                           changed_decision=body.changed_decision,
                            note=body.note, created_at=utcnow())
             s.add(row)
-        row.changed_decision, row.match_rate, row.note = body.changed_decision, rate, body.note
-    return FeedbackInfo(run_id=run_id, party=party, changed_decision=body.changed_decision,
-                        match_rate=body.match_rate)
+        row.changed_decision, row.note = body.changed_decision, body.note
+    return FeedbackInfo(run_id=run_id, party=party, changed_decision=body.changed_decision)

@@ -225,17 +225,32 @@ class CheckpointRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime())
 
 
+class MatchRateRow(Base):
+    """One input's measured match rate, as a succeeded run's worker-signed receipt states it
+    (``rate`` None: withheld below the minimum group size). ``partners`` are the other inputs'
+    owners, sorted and comma-separated: the party pair the rate describes."""
+
+    __tablename__ = "match_rates"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64), index=True)
+    party: Mapped[str] = mapped_column(String(64))
+    partners: Mapped[str] = mapped_column(String(1100))
+    rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+
+
 class Feedback(Base):
-    """A recipient's word on a run's output: did it change a decision; an optional match rate."""
+    """A recipient's word on a run's output: did it change a decision (output utility)."""
 
     __tablename__ = "feedback"
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
     party: Mapped[str] = mapped_column(String(64), primary_key=True)
     room_id: Mapped[str] = mapped_column(String(64), index=True)
     changed_decision: Mapped[bool] = mapped_column(Boolean)
-    match_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
     note: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime())
+
 
 
 def _capped(where: str, length: int) -> Any:

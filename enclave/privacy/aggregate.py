@@ -170,6 +170,7 @@ def release_groups(
     *,
     min_group_size: int,
     contribution_bound: int,
+    reserved_epsilon: Decimal = Decimal(0),
 ) -> PrivacyResult:
     """Release the exact per-group aggregates a query plan computed
     (:func:`sdk.protocol.plan.compile_duckdb` with the fixed-point mapping of
@@ -183,7 +184,9 @@ def release_groups(
     key order (``truncated``) instead of failing.
 
     Raises ``PrivacyError`` for a wrong OpenDP feature set or DP keys without a public domain
-    and without delta; never for a property of the data.
+    and without delta; never for a property of the data. With DP, ``reserved_epsilon`` of the
+    run's epsilon is left for another release of the same run (the match rate) and the rest
+    split over the cells' releases.
     """
     k_min = policy.strictest(min_group_size, spec.min_group_size)
     if spec.dp is not None:
@@ -214,7 +217,8 @@ def release_groups(
     aggregate = ExactAggregate(exact)
     if spec.dp is None:
         return _release_exact(aggregate, spec, fixed, cells, k_min)
-    return _release_dp(aggregate, spec, fixed, cells, k_min, contribution_bound)
+    return _release_dp(aggregate, spec, fixed, cells, k_min, contribution_bound,
+                       reserved_epsilon)
 
 
 def _truncate(released: list[tuple[GroupKeyValue, int, tuple[int, ...]]], limit: int
@@ -258,8 +262,11 @@ def _release_dp(
     cells: list[GroupKeyValue] | None,
     k_min: int,
     k: int,
+    reserved: Decimal = Decimal(0),
 ) -> PrivacyResult:
-    eps_part = split_epsilon(spec.epsilon, 1 + len(spec.measures))
+    if not Decimal(0) <= reserved < spec.epsilon:  # pragma: no cover - a share below one
+        raise PrivacyError("internal: reserved epsilon outside the run's epsilon")
+    eps_part = split_epsilon(spec.epsilon - reserved, 1 + len(spec.measures))
     zero = tuple(0 for _ in fixed)
     spent_eps = Decimal(0)
     spent_delta = Decimal(0)
@@ -297,7 +304,7 @@ def _release_dp(
         noise[m.name] = NoiseInfo(rel.scale, fp.quantum, fp.to_real(fp.max_abs))
         if m.agg == "sum":
             accuracy[m.name] = _fmt(fp.to_real(int(rel.accuracy95)), fp.places)
-    if spent_eps > spec.epsilon or spent_delta > spec.delta:  # pragma: no cover - by design
+    if spent_eps + reserved > spec.epsilon or spent_delta > spec.delta:  # pragma: no cover
         raise PrivacyError("internal: composed privacy loss above the declared budget")
     released: list[tuple[GroupKeyValue, int, tuple[int, ...]]] = []
     for j, key in enumerate(keys):
@@ -312,8 +319,9 @@ def _release_dp(
     eps_cost, delta_cost = run_cost(spec)
     mechanism = (
         f"OpenDP {dp.OPENDP_VERSION} discrete Laplace (make_laplace, vector L1) on exact "
-        f"fixed-point aggregates; keys: {keys_text}; epsilon {spec.epsilon} split evenly over "
-        f"{1 + len(spec.measures)} releases (counts + one per measure, sequential composition); "
+        f"fixed-point aggregates; keys: {keys_text}; epsilon {spec.epsilon - reserved} split "
+        f"evenly over {1 + len(spec.measures)} releases (counts + one per measure, sequential "
+        f"composition){f', {reserved} more for the match rate' if reserved else ''}; "
         f"max {k} contribution(s) per unit; minimum group size {k_min} on the noisy count"
     )
     return PrivacyResult(

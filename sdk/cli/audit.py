@@ -26,7 +26,7 @@ from sdk.cli.context import Context, short
 from sdk.errors import InputError
 from sdk.party.audit import AuditedLog, audit_export, export_document, fetch_audited_log
 from sdk.party.files import read_envelope_file, read_json_file, write_json_file
-from sdk.party.receipts import ReceiptFile, match_output, verify_receipt_file
+from sdk.party.receipts import ReceiptFile, match_output, receipt_lines, verify_receipt_file
 from sdk.party.trust import PinnedRoom, load_room
 from sdk.protocol.clock import utcnow
 from sdk.protocol.verify import verify_manifest
@@ -49,7 +49,9 @@ def cmd_receipt_verify(ctx: Context, args: argparse.Namespace) -> int:
     ctx.say(f"  manifest    {manifest_env.digest()} (signed by all {len(manifest.parties)} parties)")
     ctx.say(f"  status      {r.status}" + (f" ({r.error_code})" if r.error_code else ""))
     ctx.say(f"  bundle      {r.bundle_digest}")
-    ctx.say(f"  approvals   {len(r.approval_digests)}; inputs {len(r.input_digests)}")
+    ctx.say(f"  approvals   {len(r.approval_digests)}")
+    for line in receipt_lines(r):
+        ctx.say(f"  {line}")
     ctx.say(
         f"  worker      {short(r.attestation_digest)}: {r.attestation} attestation, isolation "
         f"{r.isolation}, image {verified.attestation.measurement.image_id[:19]}"

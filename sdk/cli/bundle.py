@@ -37,10 +37,11 @@ from sdk.party.bundles import (
     parse_params,
     plan_from_source,
     plan_output_for,
+    resolve_inputs,
     template_inputs,
 )
-from sdk.party.files import read_json_file, write_json_file
-from sdk.party.review import budget_lines
+from sdk.party.files import read_envelope_file, read_json_file, write_json_file
+from sdk.party.review import budget_lines, input_lines
 from sdk.party.statements import make_bundle
 from sdk.party.trust import PinnedRoom, fetch_log, fetch_workers, load_room
 from sdk.protocol.clock import utcnow
@@ -72,9 +73,7 @@ def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
     if args.template:
         if args.output_spec:
             raise InputError("--template replaces --output-spec")
-        inputs: list[str | tuple[str, int]] = list(template_inputs(room, params))
-        if args.input:
-            inputs = parse_inputs(args.input)
+        names = list(template_inputs(room, params))
         template = args.template
         built = build_template(args.template, params)
         kind, code, output, plan = "template", built.code, built.output, built.plan
@@ -85,12 +84,7 @@ def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
         privacy = _privacy(args)
         kind, code, plan = plan_from_source(room, Path(args.query), privacy)
         output = plan_output_for(plan, privacy)
-        inputs = list(plan.inputs)
-        if args.input:
-            pinned = parse_inputs(args.input)
-            if [i if isinstance(i, str) else i[0] for i in pinned] != list(plan.inputs):
-                raise InputError("--input must name the plan's inputs, in order")
-            inputs = pinned
+        names = list(plan.inputs)
     else:
         if not args.output_spec or not args.input:
             raise InputError("custom code needs --output-spec FILE and --input DATASET")
@@ -100,9 +94,13 @@ def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
             raise InputError("--custom-code must be a .py or .sql file")
         code = path.read_text(encoding="utf-8")
         output = OutputSpec.from_dict(read_json_file(args.output_spec, "output spec"))
-        inputs = parse_inputs(args.input)
+        names = list(parse_inputs(args.input))
         ctx.say("custom code: privacy depends on code review; it runs only where every input's "
                 "owner set allow_custom_code")
+    inputs = resolve_inputs(ctx, room, names, versions=parse_inputs(args.input or []),
+                            follow_latest=args.follow_latest or [],
+                            statements=[read_envelope_file(f, "upload statement")
+                                        for f in args.pin or []])
     recipients = args.recipient or [key.name]
     source = args.query or args.code
     envelope = make_bundle(
@@ -123,10 +121,12 @@ def cmd_new(ctx: Context, args: argparse.Namespace) -> int:
         valid_days=args.valid_days,
         plan=plan,
     )
-    verify_bundle(envelope, room.manifest, room.digest, now=utcnow())
+    verified = verify_bundle(envelope, room.manifest, room.digest, now=utcnow())
     out = Path(args.out) if args.out else Path(f"bundle-{short(envelope.digest())}.json")
     write_json_file(out, envelope.to_dict())
     ctx.say(f"bundle {envelope.digest()}")
+    for line in input_lines(room, verified):
+        ctx.say(f"  reads {line.dataset}: {line.reads}")
     ctx.say(f"wrote {out}; next: sealroom bundle submit {out}")
     return 0
 
@@ -159,9 +159,8 @@ def _summary(ctx: Context, room: PinnedRoom, digest: str, bundle: Bundle) -> Non
     ctx.say(f"bundle    {digest}")
     ctx.say(f"title     {bundle.title}")
     ctx.say(f"author    {bundle.author} (signature verified)")
-    ctx.say("datasets  " + ", ".join(
-        f"{i.dataset}@{'latest' if i.version is None else i.version} "
-        f"(owner {room.manifest.dataset(i.dataset).owner})" for i in bundle.inputs))
+    for line in input_lines(room, bundle):
+        ctx.say(f"reads     {line.dataset} (owner {line.owner}): {line.reads}")
     try:
         workers, _ = fetch_workers(ctx, room)
         lines = budget_lines(room, bundle, fetch_log(ctx, room, workers))
@@ -185,7 +184,8 @@ def _decide(ctx: Context, args: argparse.Namespace, decision: str) -> int:
     statement = "approval" if decision == "approve" else "revocation"
     if not args.yes and not ctx.confirm(f"Sign {statement} of {digest}?"):
         raise InputError(f"not confirmed: no {statement} was signed")
-    decide(ctx, room, envelope, decision, reason=args.reason or "", valid_days=args.valid_days)
+    decide(ctx, room, envelope, bundle, decision, reason=args.reason or "",
+           valid_days=args.valid_days, follow_latest=decision == "approve" and args.follow_latest)
     verb = "approved" if decision == "approve" else "revoked"
     ctx.say(f"{ctx.key().name} {verb} bundle {short(envelope.digest())} ({bundle.title})")
     return 0
@@ -223,7 +223,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     new.add_argument("--output-spec", help="custom code: the output spec (JSON)")
     new.add_argument("--template", choices=TEMPLATE_NAMES)
     new.add_argument("--param", action="append", help="template parameter KEY=VALUE")
-    new.add_argument("--input", action="append", help="DATASET or DATASET@VERSION")
+    new.add_argument("--input", action="append",
+                     help="DATASET (its newest upload) or DATASET@VERSION: the upload pinned")
+    new.add_argument("--pin", action="append", metavar="FILE.upload.json",
+                     help="pin an input to this upload statement (offline; default: the "
+                          "coordinator's newest complete upload)")
+    new.add_argument("--follow-latest", action="append", metavar="DATASET",
+                     help="a standing bundle: runs read the newest upload of DATASET (its "
+                          "owner must agree when approving)")
     new.add_argument("--recipient", action="append", help="a party that gets the output")
     new.add_argument("--title")
     new.add_argument("--purpose")
@@ -248,4 +255,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("--valid-days", type=int, default=30)
         p.add_argument("-y", "--yes", action="store_true",
                        help="sign without asking (needed when stdin is not a terminal)")
+        if name == "approve":
+            p.add_argument("--follow-latest", action="store_true",
+                           help="agree that runs read uploads of your datasets made after this "
+                                "approval (needed when the bundle follows them)")
         p.set_defaults(handler=handler)

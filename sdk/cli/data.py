@@ -13,7 +13,14 @@ from typing import Any
 
 from sdk.cli.context import Context, short
 from sdk.errors import InputError
-from sdk.party.data import dropped_line, next_version, seal_dataset, upload_sealed, worker_for
+from sdk.party.data import (
+    dropped_line,
+    next_version,
+    seal_dataset,
+    seal_version,
+    upload_sealed,
+    worker_for,
+)
 from sdk.party.files import read_envelope_file, write_json_file
 from sdk.party.trust import PinnedRoom, load_room
 from sdk.protocol.dsse import Envelope
@@ -50,7 +57,7 @@ def cmd_seal(ctx: Context, args: argparse.Namespace) -> int:
     """Seal a dataset file locally: writes OUT.sealed and OUT.upload.json."""
     room = load_room(ctx, args.room)
     worker = worker_for(ctx, room, args.attestation)
-    version = args.version or 1
+    version, origin = seal_version(ctx, room, args.dataset, args.version)
     base = Path(args.out) if args.out else Path(f"{args.dataset}-v{version}")
     with _rejects_file(args.rejects) as rejects:
         statement, sealed = seal_dataset(
@@ -61,7 +68,8 @@ def cmd_seal(ctx: Context, args: argparse.Namespace) -> int:
         stmt_path = write_json_file(base.with_name(base.name + ".upload.json"),
                                     statement.to_dict())
     ctx.say(f"sealed {sealed} ({sealed.stat().st_size} bytes), statement {stmt_path}")
-    ctx.say(f"upload {short(statement.digest())}: dataset {args.dataset} version {version}")
+    ctx.say(f"upload {short(statement.digest())}: dataset {args.dataset} version {version} "
+            f"({origin})")
     _report(ctx, room, statement, args.rejects)
     return 0
 

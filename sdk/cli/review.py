@@ -18,9 +18,11 @@ from sdk.party.bundles import load_bundle
 from sdk.party.review import (
     approval_states,
     budget_lines,
+    input_lines,
     plan_lines,
     risk_report,
     spec_lines,
+    verified_uploads,
 )
 from sdk.party.trust import fetch_log, fetch_workers, load_room
 from sdk.protocol.admission import guarantee_of
@@ -49,10 +51,10 @@ def cmd_review(ctx: Context, args: argparse.Namespace) -> int:
             f"{bundle.not_before} .. {bundle.expires}")
     ctx.say(f"recipients {', '.join(bundle.recipients)}")
     ctx.say("")
-    ctx.table(["input", "version", "owner", "id column"], [
-        (i.dataset, "latest" if i.version is None else i.version,
-         room.manifest.dataset(i.dataset).owner, room.manifest.dataset(i.dataset).id_column)
-        for i in bundle.inputs
+    ctx.table(["input", "reads", "owner", "id column"], [
+        (line.dataset, line.reads, line.owner, line.id_column)
+        for line in input_lines(room, bundle,
+                                verified_uploads(room, ctx.client().uploads(room.room_id)))
     ])
     ctx.say("")
     plan = plan_lines(room, bundle)

@@ -239,13 +239,26 @@ def _bytes(size: Any) -> str:
     return f"{size:.0f} bytes"
 
 
+def _rate(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def _history(points: object) -> str:
+    """The last few measured rates, oldest first (``-``: withheld)."""
+    if not isinstance(points, list):
+        return "-"
+    return " ".join(_rate(p.get("rate")) for p in points[-5:] if isinstance(p, dict))
+
+
 def _reported(ctx: Context, raw: dict[str, Any]) -> None:
     """The coordinator's figures as tables (whatever it sends beyond them, flattened)."""
     status = dict(raw)
     status.pop("room_id", None)
     queries, turnaround = _section(status, "queries"), _section(status, "turnaround")
     privacy, utility = _section(status, "privacy"), _section(status, "utility")
-    match, uploads = _section(status, "match_rate"), _section(status, "uploads")
+    uploads = _section(status, "uploads")
+    raw_rates = status.pop("match_rates", [])
+    rates = [m for m in raw_rates if isinstance(m, dict)] if isinstance(raw_rates, list) else []
     log = privacy.pop("log", {}) if isinstance(privacy.get("log"), dict) else {}
     datasets = privacy.pop("datasets", [])
     missing = status.pop("missing_signatures", [])
@@ -273,10 +286,19 @@ def _reported(ctx: Context, raw: dict[str, Any]) -> None:
                 _seconds(turnaround.get("p95_s")), _seconds(turnaround.get("max_s")))])
     ctx.say("")
     share = utility.get("share_changed")
-    ctx.table(["feedback", "changed a decision", "share", "match rate reports", "latest", "mean"],
+    ctx.table(["feedback", "changed a decision", "share"],
               [(utility.get("feedback", "-"), utility.get("changed_decision", "-"),
-                "-" if share is None else f"{share:.0%}", match.get("reports", "-"),
-                match.get("latest"), match.get("mean"))])
+                "-" if share is None else f"{share:.0%}")])
+    ctx.say("")
+    if rates:
+        ctx.table(["match rate of", "owner", "against", "runs", "withheld", "latest", "mean",
+                   "recent"],
+                  [(m.get("dataset"), m.get("party"), ", ".join(map(str, m.get("partners") or [])),
+                    m.get("runs"), m.get("withheld"), _rate(m.get("latest")),
+                    _rate(m.get("mean")), _history(m.get("history")))
+                   for m in rates])
+    else:
+        ctx.say("match rate: no run has joined yet (the worker measures it in every join)")
     if isinstance(datasets, list) and datasets:
         ctx.say("")
         ctx.table(["dataset (reported)", "owner", "epsilon budget", "spent", "left",

@@ -24,6 +24,7 @@ from sdk.cli.context import Context, short
 from sdk.errors import error_for_code
 from sdk.party.bundles import load_bundle
 from sdk.party.files import write_json_file
+from sdk.party.receipts import receipt_lines
 from sdk.party.results import (
     decode_result,
     decrypt_output,
@@ -82,6 +83,8 @@ def cmd_result(ctx: Context, args: argparse.Namespace) -> int:
         )
     if meta.get("mechanism"):
         ctx.say(f"noise: {meta['mechanism']}")
+    for line in receipt_lines(receipt):
+        ctx.say(line)
     ctx.say(
         f"receipt verified: worker {short(receipt.attestation_digest)} "
         f"({receipt.attestation} attestation, isolation {receipt.isolation}), log entry "
@@ -109,11 +112,8 @@ def cmd_feedback(ctx: Context, args: argparse.Namespace) -> int:
     """Record whether a run's result changed a decision."""
     room = load_room(ctx, args.room)
     changed = args.changed_decision == "yes"
-    ctx.client().feedback(room.room_id, args.run, changed_decision=changed, note=args.note or "",
-                          match_rate=args.match_rate)
-    extra = f", match rate {args.match_rate}" if args.match_rate else ""
-    ctx.say(f"feedback recorded for run {args.run}: changed a decision: {args.changed_decision}"
-            + extra)
+    ctx.client().feedback(room.room_id, args.run, changed_decision=changed, note=args.note or "")
+    ctx.say(f"feedback recorded for run {args.run}: changed a decision: {args.changed_decision}")
     return 0
 
 
@@ -139,5 +139,4 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     fb.add_argument("run", help="run id")
     fb.add_argument("--changed-decision", choices=("yes", "no"), required=True)
     fb.add_argument("--note")
-    fb.add_argument("--match-rate", help="the match rate this result showed (0..1, decimal)")
     fb.set_defaults(handler=cmd_feedback)

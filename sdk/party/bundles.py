@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sdk.errors import ConfigError, InputError, SignatureError
+from sdk.errors import ConfigError, InputError, SignatureError, quote_user
 from sdk.party.files import read_envelope_file
 from sdk.party.session import Session
 from sdk.party.statements import make_approval
@@ -22,10 +22,10 @@ from sdk.party.trust import PinnedRoom
 from sdk.protocol import templates
 from sdk.protocol.clock import utcnow
 from sdk.protocol.dsse import Envelope
-from sdk.protocol.models import Bundle
+from sdk.protocol.models import Bundle, BundleInput, Upload
 from sdk.protocol.plan import Plan, validate
 from sdk.protocol.spec import OutputSpec
-from sdk.protocol.verify import verify_bundle
+from sdk.protocol.verify import verify_bundle, verify_upload
 
 TEMPLATE_NAMES = tuple(templates.TEMPLATES)
 _DECIMAL_PARAM = re.compile(r"(epsilon|delta|lower|upper)")
@@ -152,17 +152,71 @@ def template_inputs(room: PinnedRoom, params: dict[str, Any]) -> list[str]:
     return inputs
 
 
-def parse_inputs(specs: list[str]) -> list[str | tuple[str, int]]:
-    """``DATASET`` (latest) or ``DATASET@VERSION`` (pinned) input specifications."""
-    out: list[str | tuple[str, int]] = []
+def parse_inputs(specs: list[str]) -> dict[str, int | None]:
+    """``DATASET`` (its newest complete upload) or ``DATASET@VERSION`` specifications, in
+    order: dataset → version (None: the newest)."""
+    out: dict[str, int | None] = {}
     for spec in specs:
-        if "@" in spec:
-            name, version = spec.split("@", 1)
-            if not version.isdigit():
-                raise InputError(f"--input {spec}: expected DATASET@VERSION")
-            out.append((name, int(version)))
-        else:
-            out.append(spec)
+        name, _, version = spec.partition("@")
+        if "@" in spec and not version.isdigit():
+            raise InputError(f"--input {quote_user(spec)}: expected DATASET@VERSION")
+        if name in out:
+            raise InputError(f"--input {quote_user(name)}: named twice")
+        out[name] = int(version) if version else None
+    return out
+
+
+def resolve_inputs(session: Session, room: PinnedRoom, names: list[str], *,
+                   versions: dict[str, int | None] | None = None,
+                   follow_latest: list[str] | tuple[str, ...] = (),
+                   statements: list[Envelope] | tuple[Envelope, ...] = ()) -> list[BundleInput]:
+    """Pin every input to one exact upload: ``versions[name]`` or the newest complete one, by
+    the digest of its owner-signed upload statement (verified here against the manifest), so
+    an approval binds the data a run reads. Inputs in ``follow_latest`` instead read the
+    newest upload at run time, which their owner must agree to when approving. Upload
+    ``statements`` given here (``OUT.upload.json`` files from ``data seal``) pin their datasets
+    without asking the coordinator, so a bundle can be written offline.
+
+    Raises ``InputError`` (an unknown name, no complete upload, or no such version; the
+    message says what to do) and the coordinator's errors.
+    """
+    versions = dict(versions or {})
+    unknown = [n for n in [*versions, *follow_latest] if n not in names]
+    if unknown:
+        raise InputError(f"{quote_user(unknown[0])} is not an input of this bundle "
+                         f"(inputs: {', '.join(names)})")
+    both = set(follow_latest) & {n for n, v in versions.items() if v is not None}
+    if both:
+        raise InputError(f"{quote_user(sorted(both)[0])}: either a version or --follow-latest")
+    pinned = [n for n in names if n not in follow_latest]
+    found: dict[str, list[tuple[Upload, str]]] = {}
+    for envelope in statements:
+        upload = verify_upload(envelope, room.manifest, room.digest)
+        found.setdefault(upload.dataset, []).append((upload, envelope.digest()))
+    if any(n not in found for n in pinned):
+        for info in session.client().uploads(room.room_id):
+            if not isinstance(info, dict) or info.get("dataset") not in pinned \
+                    or info.get("dataset") in found or info.get("complete") is not True:
+                continue
+            envelope = Envelope.from_dict(info.get("statement"))
+            upload = verify_upload(envelope, room.manifest, room.digest)
+            found.setdefault(upload.dataset, []).append((upload, envelope.digest()))
+    out: list[BundleInput] = []
+    for name in names:
+        room.manifest.dataset(name)
+        if name in follow_latest:
+            out.append(BundleInput(name, follow_latest=True))
+            continue
+        options = found.get(name, [])
+        wanted = versions.get(name)
+        if wanted is not None:
+            options = [o for o in options if o[0].version == wanted]
+        if not options:
+            which = f"version {wanted} of {name!r}" if wanted else f"upload of {name!r}"
+            raise InputError(f"no complete {which} yet: upload it first, or give "
+                             f"--follow-latest {name} for a standing bundle")
+        upload, digest = max(options, key=lambda o: o[0].version)
+        out.append(BundleInput(name, upload.version, digest))
     return out
 
 
@@ -185,19 +239,39 @@ def load_bundle(session: Session, room: PinnedRoom, ref: str) -> tuple[Envelope,
 
 
 
-def decide(session: Session, room: PinnedRoom, bundle: Envelope, decision: str, *,
-           reason: str = "", valid_days: int | None = None) -> Envelope:
-    """Sign this party's ``approve`` or ``revoke`` of the exact bundle digest and send it.
+def own_follow_latest(room: PinnedRoom, bundle: Bundle, party: str) -> list[str]:
+    """The bundle's ``follow_latest`` inputs owned by ``party``: what its approval must agree
+    to by name."""
+    return [i.dataset for i in bundle.inputs
+            if i.follow_latest and room.manifest.dataset(i.dataset).owner == party]
 
-    Returns the signed statement. Raises ``ConfigError`` when this key is not the one the
+
+def decide(session: Session, room: PinnedRoom, bundle: Envelope, parsed: Bundle,
+           decision: str, *, reason: str = "", valid_days: int | None = None,
+           follow_latest: bool = False) -> Envelope:
+    """Sign this party's ``approve`` or ``revoke`` of the exact bundle digest and send it
+    (``parsed`` is that bundle, as :func:`load_bundle` verified it).
+
+    A bundle with ``follow_latest`` inputs of this party's datasets is approved only with
+    ``follow_latest=True``: the approval then names them, agreeing that runs read uploads made
+    after it. Returns the signed statement. Raises ``InputError`` (such inputs without
+    ``follow_latest``, or ``follow_latest`` without any), ``ConfigError`` when this key is not the one the
     manifest lists for the party, and the coordinator's errors.
     """
     key = session.key()
     if room.manifest.party(key.name).identity.signing_key != key.signer.public_key:
         raise ConfigError(f"this key is not the key the manifest lists for {key.name}")
     extra: dict[str, Any] = {} if valid_days is None else {"valid_days": valid_days}
+    following: list[str] = []
+    if decision == "approve":
+        following = own_follow_latest(room, parsed, key.name)
+        if following and not follow_latest:
+            raise InputError(f"this bundle reads every new upload of {', '.join(following)} "
+                             "(yours): approve with --follow-latest to agree")
+        if follow_latest and not following:
+            raise InputError("--follow-latest: this bundle reads no dataset of yours that way")
     approval = make_approval(key, room.manifest, room.digest, bundle.digest(),
-                             decision=decision, reason=reason, **extra)
+                             decision=decision, reason=reason, follow_latest=following, **extra)
     client = session.client()
     if decision == "approve":
         client.submit_approval(room.room_id, approval)

@@ -21,6 +21,7 @@ The temporary Parquet file is deleted whatever happens. Progress is reported as 
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 from sdk.errors import AttestationError, InputError, SignatureError
 from sdk.party.events import finished, progress, step
 from sdk.party.files import read_envelope_file
-from sdk.party.session import Session
+from sdk.party.session import ENV_COORDINATOR, Session
 from sdk.party.statements import make_upload
 from sdk.party.trust import PinnedRoom, VerifiedWorker, current_worker, verify_workers
 from sdk.protocol.dsse import Envelope
@@ -128,6 +129,19 @@ def next_version(session: Session, room: PinnedRoom, dataset: str) -> int:
         if isinstance(u, dict) and u.get("dataset") == dataset
     ]
     return max(versions, default=0) + 1
+
+
+def seal_version(session: Session, room: PinnedRoom, dataset: str,
+                 explicit: int | None) -> tuple[int, str]:
+    """The version a seal binds: ``explicit``, else the coordinator's next one
+    (:func:`next_version`), else (no coordinator configured: sealing offline) 1. Returns it and
+    a note saying where it came from."""
+    if explicit:
+        return explicit, "as given"
+    if not (session.coordinator or os.environ.get(ENV_COORDINATOR)):
+        return 1, ("offline: no coordinator to ask, so version 1; the coordinator refuses it if "
+                   "taken (give --version N)")
+    return next_version(session, room, dataset), "the coordinator's next version"
 
 
 def upload_sealed(session: Session, room: PinnedRoom, statement: Envelope, sealed: Path) -> Upload:

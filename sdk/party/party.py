@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ from sdk.party.bundles import (
     PlanPrivacy,
     decide,
     load_bundle,
+    parse_inputs,
     parse_params,
     plan_from_source,
     plan_output_for,
+    resolve_inputs,
     template_inputs,
 )
 from sdk.party.data import next_version, seal_dataset, upload_sealed, worker_for
@@ -52,7 +55,7 @@ from sdk.party.session import Session
 from sdk.party.statements import make_bundle
 from sdk.party.trust import PinnedRoom, VerifiedLog, fetch_log, fetch_workers, load_room
 from sdk.protocol.clock import utcnow
-from sdk.protocol.models import Upload
+from sdk.protocol.models import BundleInput, Upload
 from sdk.protocol.plan import Plan
 from sdk.protocol.records import Receipt
 from sdk.protocol.spec import OutputSpec
@@ -120,11 +123,13 @@ class Party:
 
     def propose_template(self, template: str, params: dict[str, Any] | list[str], *,
                          recipients: list[str], title: str = "", purpose: str = "",
-                         max_runs: int | None = None) -> str:
-        """Sign and submit a template bundle; returns its digest."""
+                         max_runs: int | None = None, follow_latest: Sequence[str] = ()) -> str:
+        """Sign and submit a template bundle; returns its digest. Inputs are pinned to their
+        newest complete uploads, except those in ``follow_latest``."""
         room = self.room()
         values = parse_params(params) if isinstance(params, list) else dict(params)
-        inputs: list[str | tuple[str, int]] = list(template_inputs(room, values))
+        inputs = resolve_inputs(self.session, room, template_inputs(room, values),
+                                follow_latest=tuple(follow_latest))
         built = build_template(template, values)
         return self._propose(room, "template", built.code, built.output, inputs, recipients,
                              values, template, title or f"{template} template", purpose,
@@ -132,33 +137,42 @@ class Party:
 
     def propose_plan(self, query_file: str | Path, *, recipients: list[str],
                      privacy: PlanPrivacy | None = None, title: str = "", purpose: str = "",
-                     max_runs: int | None = None) -> str:
+                     max_runs: int | None = None, follow_latest: Sequence[str] = ()) -> str:
         """Sign and submit a plan bundle from a ``.sql``/``.py``/``.json`` file; returns its
-        digest. Raises ``QueryRejectedError`` for what the plan language or the column roles
-        refuse."""
+        digest. Inputs are pinned to their newest complete uploads, except those in
+        ``follow_latest``. Raises ``QueryRejectedError`` for what the plan language or the
+        column roles refuse."""
         room = self.room()
         privacy = privacy or PlanPrivacy()
         path = Path(query_file)
         kind, source, plan = plan_from_source(room, path, privacy)
+        inputs = resolve_inputs(self.session, room, list(plan.inputs),
+                                follow_latest=tuple(follow_latest))
         return self._propose(room, kind, source, plan_output_for(plan, privacy),
-                             list(plan.inputs), recipients, {}, None, title or path.stem,
+                             inputs, recipients, {}, None, title or path.stem,
                              purpose, max_runs, plan)
 
     def propose(self, code_file: str | Path, output_spec_file: str | Path, *,
                 inputs: list[str], recipients: list[str], params: dict[str, Any] | None = None,
-                title: str = "", purpose: str = "", max_runs: int | None = None) -> str:
+                title: str = "", purpose: str = "", max_runs: int | None = None,
+                follow_latest: Sequence[str] = ()) -> str:
         """Sign and submit whole-table custom code (a ``.py``/``.sql`` file with an output
-        spec); returns its digest. It runs only where every input's owner allowed custom code,
-        and its privacy depends on code review."""
+        spec); returns its digest. ``inputs`` are ``DATASET`` or ``DATASET@VERSION``. It runs
+        only where every input's owner allowed custom code, and its privacy depends on code
+        review."""
         path = Path(code_file)
         kind = {".py": "python", ".sql": "sql"}[path.suffix.lower()]
         output = OutputSpec.from_dict(read_json_file(output_spec_file, "output spec"))
-        return self._propose(self.room(), kind, path.read_text(encoding="utf-8"), output,
-                             list(inputs), recipients, dict(params or {}), None,
+        room = self.room()
+        versions = parse_inputs(list(inputs))
+        pinned = resolve_inputs(self.session, room, list(versions), versions=versions,
+                                follow_latest=tuple(follow_latest))
+        return self._propose(room, kind, path.read_text(encoding="utf-8"), output,
+                             pinned, recipients, dict(params or {}), None,
                              title or path.stem, purpose, max_runs)
 
     def _propose(self, room: PinnedRoom, kind: str, code: str, output: OutputSpec,
-                 inputs: list[str | tuple[str, int]], recipients: list[str],
+                 inputs: list[BundleInput], recipients: list[str],
                  params: dict[str, Any], template: str | None, title: str, purpose: str,
                  max_runs: int | None, plan: Plan | None = None) -> str:
         envelope = make_bundle(self.session.key(), room.manifest, room.digest,
@@ -176,11 +190,15 @@ class Party:
         _envelope, parsed = load_bundle(self.session, room, bundle)
         return risk_report(room, parsed, self.log())
 
-    def approve(self, bundle: str, reason: str = "", *, decision: str = "approve") -> None:
-        """Sign and send this party's approval (or ``decision="revoke"``) of a bundle."""
+    def approve(self, bundle: str, reason: str = "", *, decision: str = "approve",
+                follow_latest: bool = False) -> None:
+        """Sign and send this party's approval (or ``decision="revoke"``) of a bundle;
+        ``follow_latest`` agrees that its follow-latest inputs of this party's datasets read
+        uploads made after the approval (required when there are any)."""
         room = self.room()
-        envelope, _bundle = load_bundle(self.session, room, bundle)
-        decide(self.session, room, envelope, decision, reason=reason)
+        envelope, parsed = load_bundle(self.session, room, bundle)
+        decide(self.session, room, envelope, parsed, decision, reason=reason,
+               follow_latest=follow_latest)
 
     def run(self, bundle: str, *, wait: bool = True, timeout: float = 900.0) -> dict[str, Any]:
         """Start a run and (by default) wait for its end; a refused or failed run raises the

@@ -159,3 +159,18 @@ def match_output(receipt: Receipt, data: bytes) -> str:
         if digest in (record.ciphertext_digest, record.plaintext_digest):
             return record.recipient
     raise InputError("output file: matches none of the outputs this receipt signs")
+
+
+def receipt_lines(receipt: Receipt) -> list[str]:
+    """What a receipt says a run read and measured, in words: each input's version, signed row
+    count and upload statement, then each input's measured match rate (``result get`` and
+    ``receipt verify`` print these)."""
+    lines = []
+    for item in receipt.inputs:
+        follows = ", the newest upload (the bundle follows it)" if item.follow_latest else ""
+        lines.append(f"input {item.dataset}: version {item.version}, {item.row_count} rows "
+                     f"(upload {item.upload[:12]}{follows})")
+    for m in receipt.match:
+        rate = "withheld (below the minimum group size)" if m.rate is None else m.rate
+        lines.append(f"match rate of {m.dataset} ({m.party}): {rate}")
+    return lines

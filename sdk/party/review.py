@@ -8,7 +8,7 @@ review shows exactly what the worker will enforce.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -17,7 +17,7 @@ from sdk.protocol.approvals import approval_status
 from sdk.protocol.budget import remaining_after, run_cost, runs_affordable
 from sdk.protocol.clock import utcnow
 from sdk.protocol.dsse import Envelope
-from sdk.protocol.models import Bundle
+from sdk.protocol.models import Bundle, Upload
 from sdk.protocol.policy import effective_min_group_size
 from sdk.protocol.spec import OutputSpec
 
@@ -99,6 +99,60 @@ def columns_used(room: PinnedRoom, bundle: Bundle) -> list[ColumnUse]:
         dataset = room.manifest.dataset(name)
         out.append(ColumnUse(name, dataset.owner, dataset.id_column, "id"))
         out += [ColumnUse(name, dataset.owner, c, dataset.role(c)) for c in sorted(columns)]
+    return out
+
+
+FOLLOWS_LATEST = "every new upload: runs will read versions uploaded after approval"
+
+
+@dataclass(frozen=True)
+class InputLine:
+    """One input as review shows it: which data a run reads and whose it is."""
+
+    dataset: str
+    reads: str
+    owner: str
+    id_column: str
+
+
+def input_lines(room: PinnedRoom, bundle: Bundle,
+                uploads: Mapping[str, Upload] | None = None) -> list[InputLine]:
+    """Each input's pinned version and upload digest (what every approval binds), with the
+    row count and seal-time drops its owner's statement signs when ``uploads`` (statement
+    digest → verified upload) holds it; for a ``follow_latest`` input, :data:`FOLLOWS_LATEST`."""
+    out = []
+    for item in bundle.inputs:
+        dataset = room.manifest.dataset(item.dataset)
+        if item.follow_latest:
+            reads = FOLLOWS_LATEST
+        else:
+            reads = f"version {item.version} (upload {(item.upload or '')[:12]})"
+            upload = (uploads or {}).get(item.upload or "")
+            if upload is not None:
+                dropped = sum(n for _, n in upload.rejected)
+                reads += f": {upload.row_count} rows" + (
+                    f", {dropped} dropped at seal time ("
+                    + ", ".join(f"{r}: {n}" for r, n in upload.rejected) + ")"
+                    if dropped else "")
+        out.append(InputLine(item.dataset, reads, dataset.owner, dataset.id_column))
+    return out
+
+
+def verified_uploads(room: PinnedRoom, listed: Sequence[object]) -> dict[str, Upload]:
+    """The coordinator's upload listing as statement digest → upload, keeping only statements
+    that verify against the pinned manifest (the rest are left out, never shown)."""
+    from sdk.errors import SealroomError
+    from sdk.protocol.verify import verify_upload
+
+    out: dict[str, Upload] = {}
+    for info in listed:
+        if not isinstance(info, dict):
+            continue
+        try:
+            envelope = Envelope.from_dict(info.get("statement"))
+            out[envelope.digest()] = verify_upload(envelope, room.manifest, room.digest)
+        except SealroomError:
+            continue
     return out
 
 

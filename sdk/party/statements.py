@@ -176,7 +176,7 @@ def make_bundle(
     kind: str,
     code: str,
     output: OutputSpec,
-    inputs: Sequence[str | tuple[str, int]],
+    inputs: Sequence[BundleInput],
     recipients: Sequence[str],
     params: Mapping[str, Any] | None = None,
     template: str | None = None,
@@ -199,9 +199,7 @@ def make_bundle(
         code=code,
         template=template,
         params=dict(params or {}),
-        inputs=tuple(
-            BundleInput(i) if isinstance(i, str) else BundleInput(i[0], i[1]) for i in inputs
-        ),
+        inputs=tuple(inputs),
         output=output,
         recipients=tuple(recipients),
         max_runs=max_runs or manifest.default_max_runs,
@@ -222,9 +220,11 @@ def make_approval(
     reason: str = "",
     valid_days: int = 30,
     now: datetime | None = None,
+    follow_latest: Sequence[str] = (),
 ) -> Envelope:
     """A party's signed approval (or revocation) of one exact bundle digest, issued just
-    before ``now`` (default: the clock) for ``valid_days``."""
+    before ``now`` (default: the clock) for ``valid_days``; ``follow_latest`` names the
+    bundle's follow-latest inputs of this party that may read uploads made after it."""
     issued = (now or utcnow()) - timedelta(seconds=5)
     approval = Approval(
         room_id=manifest.room_id,
@@ -235,8 +235,10 @@ def make_approval(
         reason=reason,
         issued_at=format_time(issued),
         expires=_in(valid_days, issued),
+        follow_latest=tuple(sorted(set(follow_latest))),
     )
-    return sign_envelope(Approval.KIND, approval.to_dict(), [key.signer])
+    return sign_envelope(Approval.KIND, Approval.from_dict(approval.to_dict()).to_dict(),
+                         [key.signer])
 
 
 def attestation_of(envelope: Envelope) -> Attestation:

@@ -4,7 +4,8 @@ an unexpired ``approve`` of its exact digest and none has revoked it (DESIGN §4
 * :func:`check_approval` — one approval statement: signed by the party it names, bound to this
   room and manifest (and bundle), unexpired, not issued in the future;
 * :func:`verify_approvals` — the whole rule, raising and naming who is missing (the worker,
-  the verifier of record, and the SDK call it);
+  the verifier of record, and the SDK call it), including :func:`follow_latest_missing`: an
+  input that reads uploads made after approval needs its owner's explicit word;
 * :func:`approval_status` — the same checks, reported per party and never raising (review,
   ``room status``);
 * :func:`select_for_job` — which stored statements a job carries (the coordinator).
@@ -20,7 +21,7 @@ from typing import Protocol, TypeVar
 from sdk.errors import InputError, SealroomError, SignatureError
 from sdk.protocol.clock import format_time, parse_time
 from sdk.protocol.dsse import Envelope, open_envelope
-from sdk.protocol.models import Approval, Manifest
+from sdk.protocol.models import Approval, Bundle, Manifest
 
 APPROVE = "approve"
 REVOKE = "revoke"
@@ -83,15 +84,18 @@ def verify_approvals(
     bundle_digest: str,
     *,
     now: datetime,
+    bundle: Bundle | None = None,
 ) -> ApprovalSet:
-    """Check that every party approved this exact bundle and none revoked it.
+    """Check that every party approved this exact bundle and none revoked it, and (given the
+    ``bundle`` itself) that the owner of every ``follow_latest`` input agreed to it.
 
     Approvals of another bundle, room or manifest, expired ones, and envelopes of another type
     (a receipt presented as an approval) are refused, not skipped.
 
     Raises:
         SignatureError: a party is missing, an approval is signed by someone other than the
-            party it names, or a party revoked (the message names them).
+            party it names, a party revoked, or an owner did not agree to follow new uploads
+            (the message names them).
         InputError: a malformed approval or one bound to something else.
     """
     by_party: dict[str, tuple[Approval, str]] = {}
@@ -111,7 +115,31 @@ def verify_approvals(
     if missing:
         raise SignatureError(f"approvals: missing from {', '.join(missing)}")
     ordered = [by_party[p.name] for p in manifest.parties]
-    return ApprovalSet(tuple(a for a, _ in ordered), tuple(d for _, d in ordered))
+    result = ApprovalSet(tuple(a for a, _ in ordered), tuple(d for _, d in ordered))
+    if bundle is not None:
+        unagreed = follow_latest_missing(result.approvals, bundle, manifest)
+        if unagreed:
+            raise SignatureError("approvals: " + "; ".join(
+                f"{owner} has not agreed that {name!r} follows new uploads"
+                for name, owner in unagreed))
+    return result
+
+
+def follow_latest_missing(
+    approvals: Sequence[Approval], bundle: Bundle, manifest: Manifest
+) -> list[tuple[str, str]]:
+    """The ``(dataset, owner)`` pairs of the bundle's ``follow_latest`` inputs whose owner's
+    approval does not name the dataset in its own ``follow_latest`` (approving the bundle is
+    not enough: the owner must agree that runs read uploads made after the approval)."""
+    agreed = {(a.party, name) for a in approvals if a.decision == APPROVE
+              for name in a.follow_latest}
+    out = []
+    for item in bundle.inputs:
+        if item.follow_latest:
+            owner = manifest.dataset(item.dataset).owner
+            if (owner, item.dataset) not in agreed:
+                out.append((item.dataset, owner))
+    return out
 
 
 @dataclass(frozen=True)

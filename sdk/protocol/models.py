@@ -594,24 +594,48 @@ class Upload:
 
 @dataclass(frozen=True)
 class BundleInput:
-    """A dataset a bundle reads, pinned to a version or ``latest``."""
+    """A dataset a bundle reads: one exact upload, or (a standing bundle) whatever is newest.
+
+    Pinned (the default): ``version`` and ``upload``, the digest of that version's signed
+    upload statement, so every approval of the bundle binds the data it reads and a new upload
+    never changes it. ``follow_latest``: the newest complete upload at run time; the dataset's
+    owner must say so in its approval (:func:`sdk.protocol.approvals.check_follow_latest`).
+    """
 
     dataset: str
     version: int | None = None
+    upload: str | None = None
+    follow_latest: bool = False
+
+    def __post_init__(self) -> None:
+        if self.follow_latest != (self.version is None) or (self.upload is None) != (
+            self.version is None
+        ):
+            raise InputError(f"bundle.inputs[{self.dataset!r}]: either a version and its "
+                             "upload digest, or follow_latest")
+
+    @property
+    def pinned(self) -> bool:
+        return not self.follow_latest
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "version": "latest" if self.version is None else self.version,
-        }
+        if self.follow_latest:
+            return {"dataset": self.dataset, "version": "latest", "follow_latest": True}
+        return {"dataset": self.dataset, "version": self.version, "upload": self.upload}
 
     @classmethod
     def from_dict(cls, data: object) -> BundleInput:
         where = "bundle.inputs[]"
         d = expect_mapping(data, where)
-        check_keys(d, where, ["dataset", "version"])
-        version = None if d["version"] == "latest" else get_int(d, "version", where, minimum=1)
-        return cls(get_name(d, "dataset", where), version)
+        name = get_name(d, "dataset", where)
+        if d.get("version") == "latest":
+            check_keys(d, where, ["dataset", "version", "follow_latest"])
+            if d["follow_latest"] is not True:
+                raise InputError(f"{where}: version 'latest' needs follow_latest: true")
+            return cls(name, follow_latest=True)
+        check_keys(d, where, ["dataset", "version", "upload"])
+        return cls(name, get_int(d, "version", where, minimum=1),
+                   get_hex64(d, "upload", where))
 
 
 @dataclass(frozen=True)
@@ -714,7 +738,11 @@ class Bundle:
 
 @dataclass(frozen=True)
 class Approval:
-    """A party's decision on one exact bundle digest in one exact manifest."""
+    """A party's decision on one exact bundle digest in one exact manifest.
+
+    ``follow_latest`` names the bundle's ``follow_latest`` inputs this party owns and agrees
+    may read uploads made after the approval; written only when non-empty.
+    """
 
     KIND: ClassVar[str] = "approval"
 
@@ -726,9 +754,10 @@ class Approval:
     reason: str
     issued_at: str
     expires: str
+    follow_latest: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "room_id": self.room_id,
             "manifest_digest": self.manifest_digest,
             "bundle_digest": self.bundle_digest,
@@ -738,12 +767,24 @@ class Approval:
             "issued_at": self.issued_at,
             "expires": self.expires,
         }
+        if self.follow_latest:
+            out["follow_latest"] = list(self.follow_latest)
+        return out
 
     @classmethod
     def from_dict(cls, data: object) -> Approval:
         where = "approval"
         d = expect_mapping(data, where)
-        check_keys(d, where, [f.name for f in fields(cls)])
+        check_keys(d, where, [f.name for f in fields(cls) if f.name != "follow_latest"],
+                   ["follow_latest"])
+        follow: tuple[str, ...] = ()
+        if "follow_latest" in d:
+            names = get_str_list(d, "follow_latest", where, max_items=16)
+            follow = tuple(check_name(n, f"{where}.follow_latest[]") for n in names)
+            if not follow or list(follow) != sorted(set(follow)):
+                raise InputError(f"{where}.follow_latest: sorted, each once, or omitted")
+            if d["decision"] != "approve":
+                raise InputError(f"{where}.follow_latest: only in an approval")
         return cls(
             room_id=get_name(d, "room_id", where),
             manifest_digest=check_hex64(d["manifest_digest"], f"{where}.manifest_digest"),
@@ -753,4 +794,5 @@ class Approval:
             reason=get_str(d, "reason", where, max_len=2000),
             issued_at=check_time(d["issued_at"], f"{where}.issued_at"),
             expires=check_time(d["expires"], f"{where}.expires"),
+            follow_latest=follow,
         )

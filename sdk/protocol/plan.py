@@ -599,6 +599,31 @@ class CompiledPlan:
     measure_columns: tuple[str, ...]
 
 
+MATCH_MARK = "__match"
+
+
+def match_units_column(i: int) -> str:
+    """The column of :func:`match_stats_sql` holding input ``i``'s distinct persons."""
+    return f"__match_units{i}"
+
+
+MATCHED_COLUMN = "__match_matched"
+
+
+def match_stats_sql(plan: Plan, datasets: Mapping[str, DatasetColumns]) -> str:
+    """One row measuring the join of a validated plan with two or more inputs: ``__match``
+    (TRUE, marking the row), each input's distinct persons (:func:`match_units_column`, in
+    input order) and the persons found in every input (:data:`MATCHED_COLUMN`), all before
+    predicates and bounding. A person is one non-NULL identifier value, as in the plan."""
+    ids = [(quote(name), quote(datasets[name].id_column)) for name in plan.inputs]
+    units = [f"(SELECT count(DISTINCT {col}) FROM {table}) AS {match_units_column(i)}"  # noqa: S608
+             for i, (table, col) in enumerate(ids)]
+    common = " INTERSECT ".join(f"SELECT {col} FROM {table} WHERE {col} IS NOT NULL"  # noqa: S608
+                                for table, col in ids)
+    return (f"SELECT TRUE AS {MATCH_MARK}, {', '.join(units)}, "  # noqa: S608 - identifiers quoted
+            f"(SELECT count(*) FROM ({common})) AS {MATCHED_COLUMN}")
+
+
 def _bounded_input(table: str, id_col: str, values: list[str], salt: str, k: int) -> str:
     """A joined input keeping at most ``k`` rows per person, ranked by a salted hash of that
     person's own values (so a party's duplicates cannot multiply the join)."""
@@ -616,7 +641,8 @@ def _bounded_input(table: str, id_col: str, values: list[str], salt: str, k: int
 
 
 def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: str = "",
-                   measure_sql: MeasureSql = clamp_double) -> CompiledPlan:
+                   measure_sql: MeasureSql = clamp_double,
+                   match_stats: bool = False) -> CompiledPlan:
     """Compile a validated plan to one DuckDB query with the platform's work fused in.
 
     In order: each joined input keeps at most ``max_contributions`` rows per person (ranked
@@ -626,7 +652,9 @@ def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: 
     ``measure_sql``; distinct-person counts and sums per group. Every row-level expression
     runs under ``TRY``: an error gives NULL for that cell (a false predicate, a NULL group
     or measure value), never a failed run. ``salt`` should be fixed per bundle (its digest)
-    so repeated runs keep the same rows.
+    so repeated runs keep the same rows. With ``match_stats`` and two or more inputs, the
+    result has one more row, :func:`match_stats_sql`'s, marked by ``__match`` (NULL in the
+    other rows; a list's order is then the caller's to restore).
 
     Raises ``QueryRejectedError`` when the plan does not validate.
     """
@@ -652,7 +680,7 @@ def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: 
     if plan.release == "list":
         sql = (f"SELECT DISTINCT CAST({ids[unit_ds]} AS VARCHAR) AS __id FROM {source} "  # noqa: S608
                f"WHERE {ids[unit_ds]} IS NOT NULL AND {predicate} ORDER BY 1")
-        return CompiledPlan(sql, "list", (), ())
+        return CompiledPlan(_with_match(sql, plan, datasets, match_stats), "list", (), ())
     cols = [f"{unit} AS __unit"]
     group_cols: list[str] = []
     for i, g in enumerate(plan.group_by):
@@ -695,8 +723,15 @@ def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: 
         f"WITH rows AS (SELECT {', '.join(cols)} FROM {source} WHERE {predicate}), "  # noqa: S608 - identifiers quoted, literals escaped
         f"{kept} SELECT {', '.join(outer)} FROM kept{group_clause}"
     )
-    return CompiledPlan(sql, "aggregate", tuple(g.name for g in plan.group_by),
-                        tuple(measure_cols))
+    return CompiledPlan(_with_match(sql, plan, datasets, match_stats), "aggregate",
+                        tuple(g.name for g in plan.group_by), tuple(measure_cols))
+
+
+def _with_match(sql: str, plan: Plan, datasets: Mapping[str, DatasetColumns],
+                match_stats: bool) -> str:
+    if not match_stats or len(plan.inputs) < 2:
+        return sql
+    return f"SELECT * FROM ({sql}) UNION ALL BY NAME {match_stats_sql(plan, datasets)}"  # noqa: S608
 
 
 def referenced(plan: Plan) -> dict[str, set[str]]:
@@ -713,7 +748,27 @@ def referenced(plan: Plan) -> dict[str, set[str]]:
 
 
 __all__: Sequence[str] = [
-    "Call", "Col", "CompiledPlan", "DatasetColumns", "Expr", "Join", "Lit", "MeasureSql", "Plan",
-    "PlanGroup", "PlanMeasure", "clamp_double", "compile_duckdb", "expr_from_dict",
-    "expr_in_words", "matched_of", "plan_in_words", "referenced", "validate",
+    "MATCHED_COLUMN",
+    "MATCH_MARK",
+    "Call",
+    "Col",
+    "CompiledPlan",
+    "DatasetColumns",
+    "Expr",
+    "Join",
+    "Lit",
+    "MeasureSql",
+    "Plan",
+    "PlanGroup",
+    "PlanMeasure",
+    "clamp_double",
+    "compile_duckdb",
+    "expr_from_dict",
+    "expr_in_words",
+    "match_stats_sql",
+    "match_units_column",
+    "matched_of",
+    "plan_in_words",
+    "referenced",
+    "validate",
 ]

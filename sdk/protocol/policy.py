@@ -1,4 +1,5 @@
-"""Release policy rules parties and the worker must agree on: the minimum group size.
+"""Release policy rules parties and the worker must agree on: the minimum group size, and
+the share of a run's epsilon spent on the measured match rate.
 
 The worker suppresses every group with fewer distinct units than the *effective* minimum
 group size; review shows the same number. Both call :func:`effective_min_group_size`.
@@ -6,6 +7,7 @@ group size; review shows the same number. Both call :func:`effective_min_group_s
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,3 +40,23 @@ def list_min_size(min_group_size: int, spec: OutputSpec) -> int:
     """The smallest list a list-mode run may release: the effective minimum group size, or the
     spec's ``list_min_size`` when larger."""
     return strictest(min_group_size, spec.list_min_size)
+
+
+MATCH_RATE_EPSILON_SHARE = Decimal("0.1")
+"""The share of a DP run's epsilon spent on its measured match rate (the rest goes to the
+cells), when the plan joins two or more inputs."""
+
+
+def match_rate_epsilon(bundle: Bundle) -> Decimal:
+    """The epsilon a run of ``bundle`` spends on its match rate: :data:`MATCH_RATE_EPSILON_SHARE`
+    of its epsilon for a DP plan that joins; 0 otherwise (no DP: exact, thresholded; no join
+    or custom code: no match rate)."""
+    plan = bundle.plan
+    if plan is None or len(plan.inputs) < 2 or bundle.output.dp is None:
+        return Decimal(0)
+    return bundle.output.epsilon * MATCH_RATE_EPSILON_SHARE
+
+
+def measures_match_rate(bundle: Bundle) -> bool:
+    """Whether runs of ``bundle`` measure and release a match rate: plans that join."""
+    return bundle.plan is not None and len(bundle.plan.inputs) >= 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from sdk.errors import InputError
@@ -14,6 +15,7 @@ from sdk.protocol.fields import (
     check_keys,
     check_name,
     expect_mapping,
+    get_bool,
     get_choice,
     get_hex64,
     get_int,
@@ -134,6 +136,67 @@ class LogEntry:
 
 
 @dataclass(frozen=True)
+class InputRecord:
+    """One input a run read: the upload statement (by digest), its version and signed row
+    count, and whether the bundle followed the newest upload rather than pinning it."""
+
+    dataset: str
+    version: int
+    row_count: int
+    upload: str
+    follow_latest: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "version": self.version,
+            "row_count": self.row_count,
+            "upload": self.upload,
+            "follow_latest": self.follow_latest,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> InputRecord:
+        where = "receipt.inputs[]"
+        d = expect_mapping(data, where)
+        check_keys(d, where, [f.name for f in fields(cls)])
+        return cls(
+            dataset=get_name(d, "dataset", where),
+            version=get_int(d, "version", where, minimum=1),
+            row_count=get_int(d, "row_count", where),
+            upload=get_hex64(d, "upload", where),
+            follow_latest=get_bool(d, "follow_latest", where),
+        )
+
+
+@dataclass(frozen=True)
+class MatchRecord:
+    """The measured match rate of one input of a run that joins: that dataset's persons found
+    in every other input, divided by its persons. Released by the platform under the run's
+    own minimum group size and, when the run declares DP, with noise (``rate`` is None when
+    withheld)."""
+
+    dataset: str
+    party: str
+    rate: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "party": self.party, "rate": self.rate}
+
+    @classmethod
+    def from_dict(cls, data: object) -> MatchRecord:
+        where = "receipt.match[]"
+        d = expect_mapping(data, where)
+        check_keys(d, where, [f.name for f in fields(cls)])
+        rate = d["rate"]
+        if rate is not None:
+            rate = check_decimal(rate, f"{where}.rate", non_negative=True)
+            if Decimal(rate) > 1:
+                raise InputError(f"{where}.rate: between 0 and 1")
+        return cls(get_name(d, "dataset", where), get_name(d, "party", where), rate)
+
+
+@dataclass(frozen=True)
 class OutputRecord:
     """One sealed output: to whom, and the digests of its plaintext and ciphertext."""
 
@@ -216,7 +279,7 @@ class Receipt:
     run_id: str
     bundle_digest: str
     approval_digests: tuple[str, ...]
-    input_digests: tuple[str, ...]
+    inputs: tuple[InputRecord, ...]
     outputs: tuple[OutputRecord, ...]
     privacy: PrivacyRecord | None
     attestation_digest: str
@@ -228,6 +291,12 @@ class Receipt:
     log_index: int
     checkpoint: Checkpoint
     details: dict[str, Any] = field(default_factory=dict)
+    match: tuple[MatchRecord, ...] = ()
+
+    @property
+    def input_digests(self) -> tuple[str, ...]:
+        """The digests of the upload statements the run read."""
+        return tuple(i.upload for i in self.inputs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -236,7 +305,8 @@ class Receipt:
             "run_id": self.run_id,
             "bundle_digest": self.bundle_digest,
             "approval_digests": list(self.approval_digests),
-            "input_digests": list(self.input_digests),
+            "inputs": [i.to_dict() for i in self.inputs],
+            "match": [m.to_dict() for m in self.match],
             "outputs": [o.to_dict() for o in self.outputs],
             "privacy": None if self.privacy is None else self.privacy.to_dict(),
             "attestation_digest": self.attestation_digest,
@@ -270,9 +340,11 @@ class Receipt:
                 check_hex64(x, f"{where}.approval_digests[]")
                 for x in get_list(d, "approval_digests", where, max_items=64)
             ),
-            input_digests=tuple(
-                check_hex64(x, f"{where}.input_digests[]")
-                for x in get_list(d, "input_digests", where, max_items=64)
+            inputs=tuple(
+                InputRecord.from_dict(x) for x in get_list(d, "inputs", where, max_items=64)
+            ),
+            match=tuple(
+                MatchRecord.from_dict(x) for x in get_list(d, "match", where, max_items=64)
             ),
             outputs=tuple(
                 OutputRecord.from_dict(o) for o in get_list(d, "outputs", where, max_items=64)

@@ -145,6 +145,7 @@ class AttackRoom(Room):
 
     closed: tuple[str, ...] = ()
     worlds: dict[str, list[Envelope]] = field(default_factory=dict)
+    follow_latest: bool = True  # one bundle runs over every world's uploads
 
     def manifest_dict(self) -> dict[str, Any]:
         doc = super().manifest_dict()
@@ -1045,3 +1046,30 @@ def test_custom_code_beside_a_plan_is_never_run(closed_room: AttackRoom, kind: s
     assert base["columns"] == ["s", "n"] and base == high
     assert base["meta"]["guarantee"] == "by construction"
 
+
+
+# == the measured match rate (issue 10): the platform's, never the query's ========================
+
+
+def test_the_match_rate_depends_on_neither_the_query_nor_a_value(room: AttackRoom) -> None:
+    """Every join's receipt carries each input's match rate. It counts persons (distinct ids)
+    in the inputs, before any predicate or bounding: hostile bundles of every shape, over worlds
+    that differ only in the victim's values or duplicate rows, all report the same rates."""
+    bundles = [
+        new_bundle(room, sql="SELECT CASE WHEN v.uid IS NULL THEN 'all' ELSE 'all' END AS k, "
+                             "COUNT(*) AS n FROM crm c LEFT JOIN visits v ON c.uid = v.uid "
+                             "GROUP BY 1"),
+        new_bundle(room, python=P + 'plan = query(c).join(v).group_by(k=v["segment"].to_int())'
+                                    '.count("n").build()\n'),
+        new_bundle(room, sql="SELECT v.segment AS s, COUNT(*) AS n FROM crm c FULL JOIN visits v "
+                             "ON c.uid = v.uid GROUP BY 1", max_contributions=3),
+    ]
+    seen = set()
+    for bundle in bundles:
+        for world in ("base", "spend_high", "segment_moved", "crm_dup", "visits_dup"):
+            doc = run(room, bundle, world)
+            assert doc["status"] == "succeeded", (world, doc["error_code"])
+            match = receipt_of(doc)["match"]
+            assert [m["dataset"] for m in match] == ["crm", "visits"]
+            seen.add(json.dumps(match, sort_keys=True))
+    assert len(seen) == 1, seen

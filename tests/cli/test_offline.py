@@ -182,25 +182,29 @@ def test_seal_refuses_an_unaccepted_attestation(world: dict[str, Path], signed_r
     assert not (tmp_path / "x.sealed").exists()
 
 
+# offline: no coordinator to pin uploads from, so these bundles follow the newest upload
+FOLLOW = ("--follow-latest", "customers", "--follow-latest", "visitors")
+
+
 def test_bundle_from_template(world: dict[str, Path], signed_room: Path) -> None:
     root = world["root"]
     res = ok(sealroom("--key", str(root / "brand.key"), "--room", "cliroom", "bundle", "new",
                       "--template", "overlap", "--param", "left=customers", "--param",
                       "right=visitors", "--recipient", "brand", "--recipient", "publisher",
-                      "-o", str(root / "overlap.json"), home=world["home_brand"]))
+                      *FOLLOW, "-o", str(root / "overlap.json"), home=world["home_brand"]))
     assert "bundle " in res.out
     bundle = json.loads(base64.b64decode(json.loads((root / "overlap.json").read_text())["payload"]))
     assert bundle["kind"] == "template" and bundle["params"]["left_id"] == "email"
     assert [i["dataset"] for i in bundle["inputs"]] == ["customers", "visitors"]
     fails(sealroom("--key", str(root / "brand.key"), "--room", "cliroom", "bundle", "new",
                    "--template", "incrementality", "--param", "exposure=visitors",
-                   "--param", "conversions=customers", home=world["home_brand"]),
+                   "--param", "conversions=customers", *FOLLOW, home=world["home_brand"]),
           "E_INPUT")  # epsilon is required
 
 
 def _new(world: dict[str, Path], *args: str) -> Result:
     return sealroom("--key", str(world["root"] / "brand.key"), "--room", "cliroom", "bundle",
-                    "new", *args, home=world["home_brand"])
+                    "new", *args, *FOLLOW, home=world["home_brand"])
 
 
 def test_bundle_from_a_sql_plan(world: dict[str, Path], signed_room: Path) -> None:
@@ -242,7 +246,7 @@ def test_custom_code_is_refused_where_owners_did_not_allow_it(
     (root / "custom.sql").write_text("SELECT email AS unit FROM customers")
     (root / "spec.json").write_text('{"mode": "aggregate", "privacy_unit": "unit"}')
     fails(_new(world, "--custom-code", str(root / "custom.sql"), "--output-spec",
-               str(root / "spec.json"), "--input", "customers", "-o", str(root / "c.json")),
+               str(root / "spec.json"), "--input", "customers", "--input", "visitors", "-o", str(root / "c.json")),
           "E_QUERY_REJECTED")
     assert not (root / "c.json").exists()
 

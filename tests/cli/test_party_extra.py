@@ -51,12 +51,12 @@ def call(name, home, *argv):
 
 text = call("new", brand, "bundle", "new", "--template", "overlap", "--param", "left=customers",
             "--param", "right=visitors", "--recipient", "brand", "--recipient", "publisher",
-            "-o", bundle_file)
+            "--follow-latest", "customers", "--follow-latest", "visitors", "-o", bundle_file)
 digest = re.search(r"bundle ([0-9a-f]{64})", text).group(1)
 call("submit", brand, "bundle", "submit", bundle_file)
 call("review", publisher, "bundle", "review", digest)
-call("approve publisher", publisher, "bundle", "approve", "--yes", digest)
-call("approve brand", brand, "bundle", "approve", "--yes", digest)
+call("approve publisher", publisher, "bundle", "approve", "--yes", "--follow-latest", digest)
+call("approve brand", brand, "bundle", "approve", "--yes", "--follow-latest", digest)
 call("review after", brand, "bundle", "review", digest, "--no-code")
 print(json.dumps({"digest": digest, "outputs": outputs, "modules": sorted(sys.modules)}))
 """

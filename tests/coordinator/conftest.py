@@ -31,6 +31,7 @@ from sdk.protocol.keys import PartyKey, Signer
 from sdk.protocol.models import Manifest, Upload
 from sdk.protocol.spec import OutputSpec
 from tests.coordinator.fake import MEASUREMENT, FakeLauncher, seed
+from tests.kit import acks, follow
 
 ADMIN = "admin-secret-token"
 BASE = "http://testserver"
@@ -183,13 +184,14 @@ class Env:
             spec["dp"] = {"epsilon": epsilon}
         return make_bundle(author or self.alice, self.manifest, self.digest, sequence=sequence,
                            title="t", purpose="p", kind="sql", code="SELECT 1",
-                           output=OutputSpec.from_dict(spec), inputs=["crm", "visits"],
+                           output=OutputSpec.from_dict(spec), inputs=follow("crm", "visits"),
                            recipients=list(recipients))
 
     def approve(self, bundle: Envelope) -> None:
         for key in (self.alice, self.bob):
             self.client(key).submit_approval(
-                self.room_id, make_approval(key, self.manifest, self.digest, bundle.digest()))
+                self.room_id, make_approval(key, self.manifest, self.digest, bundle.digest(),
+                                            follow_latest=acks(bundle, key, self.manifest)))
 
     def ready_bundle(self, **kw: Any) -> Envelope:
         bundle = self.bundle(**kw)

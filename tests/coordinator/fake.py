@@ -35,7 +35,14 @@ from sdk.protocol.clock import now
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.keys import PartyKey, Signer
 from sdk.protocol.models import Attestation, Bundle, Manifest, Measurement
-from sdk.protocol.records import Checkpoint, LogEntry, OutputRecord, PrivacyRecord, Receipt
+from sdk.protocol.records import (
+    Checkpoint,
+    InputRecord,
+    LogEntry,
+    OutputRecord,
+    PrivacyRecord,
+    Receipt,
+)
 from sdk.protocol.verify import log_leaf_hashes, receipt_core_digest
 
 CODE_DIGEST = "c0de" * 16
@@ -173,7 +180,11 @@ class FakeLauncher(Launcher):
         receipt = Receipt(
             room_id=room_id, manifest_digest=manifest_env.digest(), run_id=run_id,
             bundle_digest=digest, approval_digests=(),
-            input_digests=tuple(u.digest() for u in uploads), outputs=records, privacy=privacy,
+            inputs=tuple(InputRecord(json.loads(u.payload)["dataset"],
+                                     json.loads(u.payload)["version"],
+                                     json.loads(u.payload)["row_count"], u.digest())
+                         for u in uploads),
+            outputs=records, privacy=privacy,
             attestation_digest=att_digest, attestation="simulated", isolation="none",
             status=status, error_code=code, timings_ms={},
             log_index=0, checkpoint=Checkpoint("", 0, "0" * 64, "1970-01-01T00:00:00Z"))

@@ -13,6 +13,7 @@ from sdk.protocol.plan import Col, Join, Plan, PlanGroup, PlanMeasure
 from sdk.protocol.planoutput import plan_output
 from sdk.protocol.spec import OutputSpec
 from tests.coordinator.conftest import Env
+from tests.kit import follow
 
 LEAK = Plan(("crm", "visits"), (Join("visits"),), None,
             (PlanGroup("x", Col("visits", "x"), None),), (PlanMeasure("n", "count"),))
@@ -22,7 +23,7 @@ COUNT = Plan(("crm", "visits"), (Join("visits"),), None, (), (PlanMeasure("n", "
 def _plan_bundle(env: Env, plan: Plan, manifest: Manifest, digest: str) -> object:
     return make_bundle(env.alice, manifest, digest, sequence=7, title="t", purpose="p",
                        kind="plan", code="", output=plan_output(plan),
-                       inputs=list(plan.inputs), recipients=["alice"], plan=plan)
+                       inputs=follow(*plan.inputs), recipients=["alice"], plan=plan)
 
 
 def test_a_plan_outside_the_roles_is_refused_and_not_stored(env: Env) -> None:
@@ -45,7 +46,7 @@ def test_custom_code_needs_every_owner_to_allow_it(env: Env) -> None:
     client.submit_manifest(envelope)
     custom = make_bundle(env.alice, closed, envelope.digest(), sequence=1, title="t",
                          purpose="p", kind="sql", code="SELECT uid FROM crm",
-                         output=OutputSpec("aggregate", "uid"), inputs=["crm"],
+                         output=OutputSpec("aggregate", "uid"), inputs=follow("crm"),
                          recipients=["alice"])
     with pytest.raises(QueryRejectedError, match="did not allow custom code"):
         client.submit_bundle("closed", custom)

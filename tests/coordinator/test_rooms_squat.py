@@ -43,6 +43,7 @@ from tests.coordinator.conftest import (
     stop_process,
     wait_until,
 )
+from tests.kit import acks, follow
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -343,12 +344,13 @@ class Existing:
         self.bundle = make_bundle(ALICE, self.manifest, self.digest, sequence=1, title="t",
                                   purpose="p", kind="sql", code="SELECT 1",
                                   output=OutputSpec.from_dict({**AGG, "dp": {"epsilon": "1"}}),
-                                  inputs=["crm", "visits"], recipients=["alice"])
+                                  inputs=follow("crm", "visits"), recipients=["alice"])
         server.client(ALICE).submit_bundle(ROOM, self.bundle)
         self.approval = make_approval(BOB, self.manifest, self.digest, self.bundle.digest())
         for key in (ALICE, BOB):
             server.client(key).submit_approval(ROOM, make_approval(
-                key, self.manifest, self.digest, self.bundle.digest()))
+                key, self.manifest, self.digest, self.bundle.digest(),
+                follow_latest=acks(self.bundle, key, self.manifest)))
         alice = server.client(ALICE)
         self.run_id = str(alice.create_run(ROOM, self.bundle.digest())["run_id"])
         assert alice.wait_run(ROOM, self.run_id, timeout=60)["status"] == "succeeded"

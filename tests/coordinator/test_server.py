@@ -31,6 +31,7 @@ from tests.coordinator.conftest import (
     party,
     wait_until,
 )
+from tests.kit import acks, follow
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,11 +113,12 @@ class Room:
         bundle = make_bundle(self.alice, self.manifest, self.digest, sequence=1, title="t",
                              purpose="p", kind="sql", code="SELECT 1",
                              output=OutputSpec.from_dict({**AGG, "dp": {"epsilon": "1"}}),
-                             inputs=["crm", "visits"], recipients=["alice"])
+                             inputs=follow("crm", "visits"), recipients=["alice"])
         Client(url, self.alice).submit_bundle("room1", bundle)
         for key in (self.alice, self.bob):
             Client(url, key).submit_approval("room1", make_approval(
-                key, self.manifest, self.digest, bundle.digest()))
+                key, self.manifest, self.digest, bundle.digest(),
+                follow_latest=acks(bundle, key, self.manifest)))
         return bundle
 
 

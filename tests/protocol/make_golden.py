@@ -39,7 +39,15 @@ from sdk.protocol.models import (
     Upload,
     WorkerPolicy,
 )
-from sdk.protocol.records import Checkpoint, LogEntry, OutputRecord, PrivacyRecord, Receipt
+from sdk.protocol.records import (
+    Checkpoint,
+    InputRecord,
+    LogEntry,
+    MatchRecord,
+    OutputRecord,
+    PrivacyRecord,
+    Receipt,
+)
 from sdk.protocol.sealing import open_stream, read_header, seal_bytes, upload_binding
 from sdk.protocol.spec import DPSpec, GroupKey, Measure, OutputSpec
 from sdk.protocol.verify import log_leaf_hashes, receipt_core_digest
@@ -239,7 +247,8 @@ def build(golden_dir: Path = GOLDEN_DIR) -> World:
         code="SELECT v.segment, c.uid, c.converted FROM crm c JOIN visits v USING (uid)",
         template=None,
         params={"limit": 10, "flag": True, "names": ["a", "b"], "none": None},
-        inputs=(BundleInput("crm", 1), BundleInput("visits")),
+        inputs=(BundleInput("crm", 1, upload_env.digest()),
+                BundleInput("visits", follow_latest=True)),
         output=OutputSpec(
             mode="aggregate",
             privacy_unit="uid",
@@ -261,7 +270,8 @@ def build(golden_dir: Path = GOLDEN_DIR) -> World:
         sign_envelope(
             Approval.KIND,
             Approval(
-                ROOM, manifest_digest, bundle_digest, key.name, "approve", "ok", T_ISSUED, T_EXPIRES
+                ROOM, manifest_digest, bundle_digest, key.name, "approve", "ok", T_ISSUED, T_EXPIRES,
+                ("visits",) if key.name == "bob" else (),
             ).to_dict(),
             [key.signer],
         )
@@ -279,7 +289,8 @@ def build(golden_dir: Path = GOLDEN_DIR) -> World:
         run_id="run-1",
         bundle_digest=bundle_digest,
         approval_digests=tuple(a.digest() for a in approvals),
-        input_digests=(upload_env.digest(),),
+        inputs=(InputRecord("crm", 1, upload.row_count, upload_env.digest()),),
+        match=(MatchRecord("crm", "alice", "0.5"), MatchRecord("visits", "bob", None)),
         outputs=outputs,
         privacy=PrivacyRecord("aggregate", 10, "depends on code review", "0.5", "0.000001",
                               {"crm": "9.5"}),

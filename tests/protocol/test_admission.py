@@ -56,7 +56,7 @@ def bundle(plan: Plan | None = PLAN, **over: Any) -> Bundle:
     fields: dict[str, Any] = {
         "room_id": "r", "manifest_digest": "0" * 64, "sequence": 1, "author": "alice",
         "title": "t", "purpose": "", "kind": "plan", "code": "", "template": None,
-        "params": {}, "inputs": tuple(BundleInput(n) for n in (plan.inputs if plan else
+        "params": {}, "inputs": tuple(BundleInput(n, follow_latest=True) for n in (plan.inputs if plan else
                                                                ("crm",))),
         "output": plan_output(plan) if plan else OutputSpec("aggregate", "unit"),
         "recipients": ("alice",), "max_runs": 1, "not_before": "2020-01-01T00:00:00Z",
@@ -84,7 +84,8 @@ def test_a_sql_plan_must_be_what_its_sql_translates_to() -> None:
 @pytest.mark.parametrize("change, message", [
     ({"code": "SELECT 'looks harmless'"}, "no code"),
     ({"params": {"x": 1}}, "no params"),
-    ({"inputs": (BundleInput("visits"), BundleInput("crm"))}, "inputs differ"),
+    ({"inputs": (BundleInput("visits", follow_latest=True),
+                 BundleInput("crm", follow_latest=True))}, "inputs differ"),
     ({"output": replace(plan_output(PLAN), max_contributions=5)}, "output spec differs"),
     ({"output": replace(plan_output(PLAN), privacy_unit="uid")}, "output spec differs"),
     ({"output": replace(plan_output(PLAN), max_groups=1)}, "exceed max_groups"),

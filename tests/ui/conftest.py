@@ -142,7 +142,7 @@ def _room(root: Path, url: str) -> UIRoom:
     for _ in range(2):
         out = room.cli("brand", "run", overlap)
         room.runs.append(re.search(r"run (\S+): succeeded", out).group(1))
-    room.cli("brand", "feedback", room.runs[0], "--changed-decision", "yes", "--match-rate", "0.6")
+    room.cli("brand", "feedback", room.runs[0], "--changed-decision", "yes")
     lift = room.bundle(
         "brand",
         "lift",

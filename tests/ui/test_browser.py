@@ -233,7 +233,7 @@ def test_approve_a_pending_bundle_through_the_confirmation(page: Page, ui_room: 
     text = page.by("main").text
     assert "template incrementality (plan regenerated and identical)" in text
     assert re.search(r"customers\s+4\s+1\s+3\s+1\s+3", text), text  # cost against the budget
-    assert "latest" in text  # the pinned input versions, as the bundle says
+    assert re.search(r"version 1 \(upload [0-9a-f]{12}\): \d+ rows", text), text  # the pins
     page.quiet()
     page.by("#approve").click()
     assert page.by("#confirm-digest").text == digest

@@ -55,7 +55,8 @@ def test_the_terminal_confirmation_shows_the_digest_and_signs_only_on_yes(ui_roo
     assert code == 2 and "E_INPUT" in err and "no approval was signed" in err, err
     assert f"Sign approval of {digest}? [y/N]" in err
     assert f"bundle    {digest}" in out and "title     Reach by segment" in out
-    assert "customers@latest (owner brand), visitors@latest (owner publisher)" in out
+    assert re.search(r"reads     customers \(owner brand\): version 1 \(upload [0-9a-f]{12}\)",
+                     out), out
     assert re.search(r"customers\s+4\s+\S+\s+\S+\s+0\.25\s+\d+", out), out  # cost vs budget
     assert _publisher_statements(ui_room, digest) == 0
 

@@ -224,7 +224,7 @@ def _bundle() -> Any:  # a minimal bundle (not signed: the rule compares payload
         code="SELECT 1",
         template=None,
         params={},
-        inputs=(BundleInput("customers"),),
+        inputs=(BundleInput("customers", follow_latest=True),),
         output=OutputSpec(mode="aggregate", privacy_unit="person"),
         recipients=("brand",),
         max_runs=1,

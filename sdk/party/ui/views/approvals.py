@@ -24,15 +24,17 @@ from http import HTTPStatus
 from typing import Any
 
 from sdk.errors import SealroomError
-from sdk.party.bundles import decide, load_bundle
+from sdk.party.bundles import decide, load_bundle, own_follow_latest
 from sdk.party.events import step
 from sdk.party.review import (
     approval_states,
     budget_lines,
     columns_used,
+    input_lines,
     plan_lines,
     risk_report,
     spec_lines,
+    verified_uploads,
 )
 from sdk.party.trust import load_room
 from sdk.party.ui.changes import Changes, changes, predecessor
@@ -98,14 +100,10 @@ def _review(req: Request, snap: Snapshot, view: BundleView) -> dict[str, object]
             room, view.digest, req.session.client().approvals(room.room_id, view.digest)
         ),
         "runs": None if snap.log is None else snap.log.runs_of(view.digest),
-        "inputs": [
-            (
-                i.dataset,
-                "latest" if i.version is None else str(i.version),
-                room.manifest.dataset(i.dataset).owner,
-            )
-            for i in bundle.inputs
-        ],
+        "inputs": [(line.dataset, line.reads, line.owner)
+                   for line in input_lines(room, bundle, verified_uploads(
+                       room, req.session.client().uploads(room.room_id)))],
+        "follow_latest": own_follow_latest(room, bundle, req.me),
         "input_roles": {i.dataset: _roles(room.manifest.dataset(i.dataset)) for i in bundle.inputs},
     }
 
@@ -187,7 +185,7 @@ def decide_post(req: Request, digest: str, decision: str) -> Response:
         return refused(req, HTTPStatus.BAD_REQUEST, "the reason is too long: nothing was signed")
     room = load_room(req.session, req.room_id)
     try:
-        envelope, _bundle = load_bundle(req.session, room, digest)
+        envelope, parsed = load_bundle(req.session, room, digest)
     except SealroomError as exc:
         return refused(
             req,
@@ -201,7 +199,8 @@ def decide_post(req: Request, digest: str, decision: str) -> Response:
             "the pending bundle's digest differs from the one you confirmed: nothing was signed",
         )
     try:
-        decide(req.session, room, envelope, decision, reason=reason)
+        decide(req.session, room, envelope, parsed, decision, reason=reason,
+               follow_latest=req.form.get("follow_latest") == "yes")
     except SealroomError as exc:
         return refused(req, HTTPStatus.BAD_GATEWAY, exc.diagnostics())
     req.session.emit(

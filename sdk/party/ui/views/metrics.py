@@ -102,14 +102,14 @@ def metrics_page(req: Request) -> Response:
             title="feedback on results",
             unit=" results",
         )
-    match = status.get("match_rate") if isinstance(status.get("match_rate"), dict) else {}
-    assert isinstance(match, dict)
-    rates = [(k, match.get(k)) for k in ("latest", "mean")]
-    if any(isinstance(v, int | float) for _, v in rates):
+    raw = status.get("match_rates")
+    match = [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
+    latest = [(f"{m.get('dataset')} ({m.get('party')})", m.get("latest")) for m in match]
+    if any(isinstance(v, int | float) for _, v in latest):
         charts["match"] = bar_chart(
-            [k for k, _ in rates],
-            [float(v) if isinstance(v, int | float) else None for _, v in rates],
-            title="match rate (reported)",
+            [k for k, _ in latest],
+            [float(v) if isinstance(v, int | float) else None for _, v in latest],
+            title="newest measured match rate",
         )
     return req.page(
         "metrics.html",
