@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from enclave.jobdir import JobFiles, read_secret
-from enclave.ledger import RoomLog
+from enclave.ledger import MATCH_INPUTS, RoomLog
 from enclave.measure import code_digest
 from enclave.memfile import MemFile
 from enclave.outputs import result_document, seal_output
@@ -366,7 +366,7 @@ class Job:
             from enclave.planrun import run_plan
 
             return run_plan(bundle, state.manifest, tables, state.row_counts(), self.files,
-                            self.runner)
+                            self.runner, match_stats=state.known_match is None)
         kind: Literal["python", "sql"] = "python" if bundle.kind == "python" else "sql"
         if self.runner is not None:
             return self.runner.run(kind, bundle.code, tables, dict(bundle.params))
@@ -476,13 +476,12 @@ class Job:
                 match=match,
             )
             kind = "run_refused" if status == "refused" else "run_finished"
-            index = log.append(
-                signer,
-                kind,
-                files.run_id,
-                bundle_digest,
-                {"status": status, "receipt_core": receipt_core_digest(receipt)},
-            )
+            details: dict[str, Any] = {"status": status,
+                                       "receipt_core": receipt_core_digest(receipt)}
+            if match:  # what later runs over the same uploads release again (ledger)
+                details[MATCH_INPUTS] = [i.upload for i in inputs]
+                details["match"] = [m.to_dict() for m in match]
+            index = log.append(signer, kind, files.run_id, bundle_digest, details)
             checkpoint, checkpoint_envelope = log.checkpoint(signer)
             receipt = Receipt(
                 **{

@@ -8,18 +8,21 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sdk.errors import LogError
+from sdk.errors import InputError, LogError
 from sdk.protocol import budget, merkle
 from sdk.protocol.clock import now
 from sdk.protocol.dsse import Envelope, sign_envelope
 from sdk.protocol.keys import Signer
-from sdk.protocol.records import Checkpoint, LogEntry, log_origin
+from sdk.protocol.records import Checkpoint, LogEntry, MatchRecord, log_origin
 from sdk.protocol.verify import (
     log_leaf_hashes,
     verify_checkpoint,
     verify_log_against_checkpoint,
     verify_log_entries,
 )
+
+MATCH_INPUTS = "match_inputs"
+"""The ``run_finished`` detail naming the upload statements a released match rate describes."""
 
 
 @dataclass
@@ -70,6 +73,22 @@ class RoomLog:
     def runs_of(self, bundle_digest: str) -> int:
         """How many runs of this bundle have started (:func:`sdk.protocol.budget.runs_of`)."""
         return budget.runs_of(self.entries, bundle_digest)
+
+    def measured_match(self, inputs: Sequence[str]) -> tuple[MatchRecord, ...] | None:
+        """The match rates an earlier run over exactly these upload statements (digests, in
+        input order) released, from its ``run_finished`` entry; None when no run did. Reusing
+        them releases nothing new: with DP, the noise is drawn once per set of uploads, so
+        repeated runs cannot average it away.
+
+        Raises ``LogError`` for a malformed record in a worker-signed entry.
+        """
+        for entry in reversed(self.entries):
+            if entry.kind == "run_finished" and entry.details.get(MATCH_INPUTS) == list(inputs):
+                try:
+                    return tuple(MatchRecord.from_dict(m) for m in entry.details.get("match", []))
+                except (InputError, AttributeError) as exc:
+                    raise LogError("log: a malformed match record") from exc
+        return None
 
     def has(self, kind: str, subject: str) -> bool:
         return any(e.kind == kind and e.subject == subject for e in self.entries)

@@ -28,10 +28,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from enclave.memfile import MemFile
     from enclave.runner.client import ParquetData, Runner
 
-def compile_for_worker(bundle: Bundle, manifest: Manifest) -> CompiledPlan:
+def compile_for_worker(bundle: Bundle, manifest: Manifest, *,
+                       match_stats: bool = True) -> CompiledPlan:
     """The bundle's plan compiled with the exact fixed-point mapping of its measures, salted
     with the bundle's own identity so every run of it keeps the same rows per person, and
-    (a join) with the match-rate row (:func:`sdk.protocol.plan.match_stats_sql`).
+    (a join, unless ``match_stats`` is false: the log already holds the rates for these
+    uploads) with the match-rate row (:func:`sdk.protocol.plan.match_stats_sql`).
 
     Raises ``QueryRejectedError`` when the plan does not validate (admission checked it).
     """
@@ -45,7 +47,7 @@ def compile_for_worker(bundle: Bundle, manifest: Manifest) -> CompiledPlan:
 
     salt = f"{bundle.room_id}/{bundle.author}/{bundle.sequence}"
     return compile_duckdb(plan, plan_columns(manifest), salt=salt, measure_sql=measure_sql,
-                          match_stats=True)
+                          match_stats=match_stats)
 
 
 def declared_rows(row_counts: Mapping[str, int]) -> int:
@@ -66,7 +68,7 @@ def check_sums_fit(plan: Plan, bundle: Bundle, row_counts: Mapping[str, int]) ->
 
 def run_plan(bundle: Bundle, manifest: Manifest, tables: Mapping[str, ParquetData],
              row_counts: Mapping[str, int], files: Mapping[str, MemFile] | None = None,
-             runner: Runner | None = None) -> pa.Table:
+             runner: Runner | None = None, *, match_stats: bool = True) -> pa.Table:
     """Run the bundle's plan over ``tables`` (dataset name → decrypted Parquet) in a fresh
     keyless runner (``runner``, started ahead, or a new one); returns the exact per-group
     aggregates (or, for a list release, the sorted distinct identifiers in column ``__id``).
@@ -82,7 +84,7 @@ def run_plan(bundle: Bundle, manifest: Manifest, tables: Mapping[str, ParquetDat
     plan = bundle.plan
     assert plan is not None
     check_sums_fit(plan, bundle, row_counts)
-    compiled = compile_for_worker(bundle, manifest)
+    compiled = compile_for_worker(bundle, manifest, match_stats=match_stats)
     rows = declared_rows(row_counts)
     owned = runner is None
     if runner is None:

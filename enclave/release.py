@@ -72,8 +72,12 @@ def apply_privacy(
         "guarantee": guarantee_of(bundle),
     }
     match: tuple[MatchRecord, ...] = ()
-    reserved = match_rate_epsilon(bundle)
-    if plan is not None:
+    known = state.known_match
+    reserved = Decimal(0) if known is not None else match_rate_epsilon(bundle)
+    if known is not None:
+        match = known
+        meta["match_rate"] = "released before for these uploads: repeated, no new noise"
+    elif plan is not None:
         table, stats = split_match_row(table, len(plan.inputs))
         if stats is not None:
             match = release_match(stats, bundle, state.manifest,

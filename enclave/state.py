@@ -19,7 +19,7 @@ from sdk.protocol.approvals import ApprovalSet, verify_approvals
 from sdk.protocol.dsse import Envelope
 from sdk.protocol.models import Attestation, Bundle, Manifest, Measurement, Upload
 from sdk.protocol.policy import effective_min_group_size
-from sdk.protocol.records import InputRecord
+from sdk.protocol.records import InputRecord, MatchRecord
 from sdk.protocol.verify import (
     verify_attestation,
     verify_bundle,
@@ -71,6 +71,7 @@ class TrustedJobState:
         self.attestation_digest: str
         self.attested_workers: dict[str, bytes]
         self.bundle: Bundle
+        self.known_match: tuple[MatchRecord, ...] | None = None
         self.bundle_digest: str
         self.approvals: ApprovalSet
         self.log: RoomLog
@@ -191,6 +192,8 @@ class TrustedJobState:
             checks.append(check)
         self.uploads = chosen
         self.budget = checks
+        self.known_match = self.log.measured_match(
+            [chosen[item.dataset][1] for item in self.bundle.inputs])
         self._leave("budget")
 
     def input_records(self) -> tuple[InputRecord, ...]:

@@ -90,8 +90,8 @@ def test_match_rate_is_exact_without_dp(room: Room) -> None:
 def test_match_rate_is_noised_with_dp_and_within_the_declared_epsilon(room: Room) -> None:
     bundle = room.plan_bundle(OVERLAP, dp={"epsilon": "1"})
     seen = set()
-    for _ in range(3):
-        doc = room.run(room.job_dir(bundle, room.approvals(bundle)))
+    for _ in range(3):  # each on the same log: every one is a first measurement
+        doc = room.run(room.job_dir(bundle, room.approvals(bundle)), commit=False)
         assert doc["status"] == "succeeded", doc["error_code"]
         got = rates(doc)
         seen.add(got["crm"])
@@ -118,3 +118,23 @@ def test_a_plan_without_a_join_has_no_match_rate(room: Room) -> None:
     doc = room.run(room.job_dir(bundle, room.approvals(bundle)))
     assert doc["status"] == "succeeded", doc["error_code"]
     assert receipt_of(doc)["match"] == []
+
+
+def test_the_match_rate_is_released_once_per_set_of_uploads(room: Room) -> None:
+    """A later run over the same uploads repeats the rates its log holds (no new noise to
+    average away, and the cells get the whole epsilon); new uploads are measured afresh."""
+    bundle = room.plan_bundle(OVERLAP, dp={"epsilon": "1"})
+    first = room.run(room.job_dir(bundle, room.approvals(bundle)))
+    again = room.run(room.job_dir(bundle, room.approvals(bundle)))
+    assert rates(first) == rates(again)
+    meta = output_of(room, again)["meta"]
+    assert "repeated, no new noise" in meta["match_rate"]
+    assert "more for the match rate" not in meta["mechanism"]
+    other = room.plan_bundle(OVERLAP)  # no DP, same uploads: the released rates, again
+    doc = room.run(room.job_dir(other, room.approvals(other)))
+    assert rates(doc) == rates(first)
+    crm, _ = demo_tables(n_crm=250, overlap=100)
+    room.upload(room.alice, "crm", crm, version=2)
+    fresh = room.plan_bundle(OVERLAP)
+    doc = room.run(room.job_dir(fresh, room.approvals(fresh)))
+    assert rates(doc) == {"crm": "0.2000", "visits": "0.1667"}  # 50 of 250, 50 of 300
