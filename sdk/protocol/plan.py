@@ -614,14 +614,19 @@ def match_stats_sql(plan: Plan, datasets: Mapping[str, DatasetColumns]) -> str:
     """One row measuring the join of a validated plan with two or more inputs: ``__match``
     (TRUE, marking the row), each input's distinct persons (:func:`match_units_column`, in
     input order) and the persons found in every input (:data:`MATCHED_COLUMN`), all before
-    predicates and bounding. A person is one non-NULL identifier value, as in the plan."""
-    ids = [(quote(name), quote(datasets[name].id_column)) for name in plan.inputs]
-    units = [f"(SELECT count(DISTINCT {col}) FROM {table}) AS {match_units_column(i)}"  # noqa: S608
-             for i, (table, col) in enumerate(ids)]
-    common = " INTERSECT ".join(f"SELECT {col} FROM {table} WHERE {col} IS NOT NULL"  # noqa: S608
-                                for table, col in ids)
+    predicates and bounding. A person is one non-NULL identifier value, as in the plan.
+
+    One grouping pass over every input's identifiers: each person gets a bit per input it is
+    in (cheaper than a distinct count per input and an intersection)."""
+    parts = [f"SELECT {quote(datasets[name].id_column)} AS __pid, {1 << i} AS __bit "  # noqa: S608
+             f"FROM {quote(name)} WHERE {quote(datasets[name].id_column)} IS NOT NULL"
+             for i, name in enumerate(plan.inputs)]
+    everyone = (1 << len(plan.inputs)) - 1
+    units = [f"count(*) FILTER (WHERE __mask & {1 << i} <> 0) AS {match_units_column(i)}"
+             for i in range(len(plan.inputs))]
     return (f"SELECT TRUE AS {MATCH_MARK}, {', '.join(units)}, "  # noqa: S608 - identifiers quoted
-            f"(SELECT count(*) FROM ({common})) AS {MATCHED_COLUMN}")
+            f"count(*) FILTER (WHERE __mask = {everyone}) AS {MATCHED_COLUMN} FROM "
+            f"(SELECT bit_or(__bit) AS __mask FROM ({' UNION ALL '.join(parts)}) GROUP BY __pid)")
 
 
 def _bounded_input(table: str, id_col: str, values: list[str], salt: str, k: int) -> str:
