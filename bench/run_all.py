@@ -33,8 +33,10 @@ BENCHES: list[tuple[str, str, list[str], list[str]]] = [
     ("cli_startup", "sealroom start-up: plugin discovery and the modules party commands import (issue 15)", [], ["--repeat", "3"]),
     ("api_load", "Authenticated reads under 200 concurrent clients vs /healthz (issue 14)", [], ["--requests", "1000", "--seconds", "5", "--runs", "1"]),
     ("turnaround", "A small plan job from run request to verified result, real coordinator + worker (issue 13)", [], ["--runs", "2"]),
+    ("preview", "Match preview: ECDH PSI cardinality vs a set intersection and the library alone (issue 10)", [], ["--sizes", "2000x2000"]),
 ]
-SLOW: dict[str, list[str]] = {"query": ["--slow"], "enclave": ["--slow"]}
+SLOW: dict[str, list[str]] = {"query": ["--slow"], "enclave": ["--slow"],
+                              "preview": ["--slow", "--skip", "library"]}
 """Arguments ``--slow`` adds per benchmark (never with ``--quick``)."""
 
 

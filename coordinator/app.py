@@ -20,7 +20,7 @@ from coordinator.context import Services
 from coordinator.errors import install_error_handlers
 from coordinator.launchers.base import Launcher
 from coordinator.middleware import BodyLimitMiddleware
-from coordinator.routes import admin, auth, bundles, log, rooms, runs, status, uploads
+from coordinator.routes import admin, auth, bundles, log, previews, rooms, runs, status, uploads
 from coordinator.runs import RunExecutor
 from coordinator.settings import NO_ORIGIN, Settings
 from coordinator.storage import BlobStore, Database
@@ -106,7 +106,7 @@ def create_app(settings: Settings, launcher: Launcher | None = None, *,
     app.state.services = services
     install_error_handlers(app)
     v1 = APIRouter(prefix="/v1")
-    for module in (auth, rooms, uploads, bundles, runs, log, status, admin):
+    for module in (auth, rooms, uploads, bundles, runs, log, status, admin, previews):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(status.root)

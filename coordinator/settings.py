@@ -129,6 +129,9 @@ class Settings(BaseSettings):
                                 description="keep-alive: idle time between two requests")
     max_buffered_bytes: int = Field(default=256 * MIB, ge=1024,
                                     description="JSON bodies held at once, all requests (429)")
+    previews_per_pair_per_day: int = Field(
+        default=10, ge=1, le=10_000,
+        description="match previews one pair of parties may open in a room per 24 hours (429)")
 
     @model_validator(mode="before")
     @classmethod

@@ -424,3 +424,73 @@ class Client:
     def health(self) -> Mapping[str, Any]:
         """``/healthz``."""
         return cast(Mapping[str, Any], self._json("GET", "/healthz", auth=False))
+
+    # -- match previews (PSI cardinality; the coordinator relays opaque messages) -------------------
+    # Only additions below: the routes of ``/v1/rooms/{id}/previews``. Nothing here reads or
+    # checks what the messages say; :mod:`sdk.party.preview` does.
+
+    def open_preview(self, room_id: str, dataset: str, partner: str, partner_dataset: str,
+                     size: int) -> JSON:
+        """Open a preview session of ``dataset`` with ``partner``'s ``partner_dataset`` (or join
+        the one the partner opened), declaring ``size`` distinct ids; returns the session."""
+        body = {"dataset": dataset, "partner": partner, "partner_dataset": partner_dataset,
+                "size": size}
+        return cast(JSON, self._json("POST", f"/v1/rooms/{room_id}/previews", json=body))
+
+    def preview(self, room_id: str, session_id: str) -> JSON:
+        """One of this party's preview sessions: ``state``, ``parties``, ``messages`` (sender →
+        complete message names), ``statements``, ``piece_bytes``."""
+        return cast(JSON, self._json("GET", f"/v1/rooms/{room_id}/previews/{session_id}"))
+
+    def previews(self, room_id: str) -> list[JSON]:
+        """This party's preview sessions in the room, newest first, with their statements."""
+        return cast(list[JSON], self._json("GET", f"/v1/rooms/{room_id}/previews"))
+
+    def abort_preview(self, room_id: str, session_id: str) -> JSON:
+        """Abort a waiting or running preview session (its messages are deleted)."""
+        return cast(JSON, self._json("DELETE", f"/v1/rooms/{room_id}/previews/{session_id}"))
+
+    def put_preview_message(self, room_id: str, session_id: str, name: str, data: bytes,
+                            piece_bytes: int, progress: Progress | None = None) -> None:
+        """Send message ``name`` in pieces of ``piece_bytes`` (the session says how large);
+        retry-safe piece by piece."""
+        if piece_bytes < 1:
+            raise InputError("piece size must be positive")
+        pieces = max(1, -(-len(data) // piece_bytes))
+        for piece in range(pieces):
+            chunk = data[piece * piece_bytes:(piece + 1) * piece_bytes]
+            self._json("PUT", f"/v1/rooms/{room_id}/previews/{session_id}/messages/{name}",
+                       params={"piece": piece, "pieces": pieces}, content=chunk,
+                       headers={"Content-Type": "application/octet-stream"})
+            if progress is not None:
+                progress(min(len(data), (piece + 1) * piece_bytes), len(data))
+
+    def preview_message(self, room_id: str, session_id: str, sender: str, name: str,
+                        max_bytes: int) -> bytes:
+        """A complete message of ``sender`` (``NotFoundError`` until it is), read up to
+        ``max_bytes`` (``InputError`` beyond: a coordinator cannot make this client buffer
+        more than the message may have)."""
+        path = f"/v1/rooms/{room_id}/previews/{session_id}/messages/{sender}/{name}"
+        headers = {"Authorization": f"Bearer {self._bearer()}"}
+        try:
+            with self._http.stream("GET", path, headers=headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise InputError(f"preview message {name} is larger than {max_bytes} "
+                                         "bytes")
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"cannot reach the coordinator at {self.base_url} "
+                               f"({type(exc).__name__})") from exc
+        return bytes(data)
+
+    def submit_preview_statement(self, room_id: str, session_id: str,
+                                 envelope: Envelope) -> JSON:
+        """Post this party's signed ``match_preview`` statement; returns the session."""
+        return cast(JSON, self._json("POST",
+                                     f"/v1/rooms/{room_id}/previews/{session_id}/statements",
+                                     **self._env_body(envelope)))

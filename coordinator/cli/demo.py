@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -120,19 +121,22 @@ class Demo:
         self.say("")
         self.say(f"== {title} " + "=" * max(0, 74 - len(title)))
 
-    def sh(self, who: str, *argv: str, quiet: bool = False, expect_error: str = "") -> str:
+    def sh(self, who: str, *argv: str, quiet: bool = False, expect_error: str = "",
+           silent: bool = False) -> str:
         """Run one ``sealroom`` command as ``who`` (own home folder); returns its stdout.
-        With ``expect_error``, the command must fail with that error code."""
+        With ``expect_error``, the command must fail with that error code; ``silent`` shows
+        nothing, not even the command (a step run beside another)."""
         shown = " ".join(a if " " not in a else repr(a) for a in argv)
-        self.say(f"[{who}] $ sealroom {shown}")
-        sink = _Indent(io.StringIO() if quiet else self.out)
+        if not silent:
+            self.say(f"[{who}] $ sealroom {shown}")
+        sink = _Indent(io.StringIO() if quiet or silent else self.out)
         # explicit home, coordinator, key and room: nothing comes from the caller's SEALROOM_*
         full = ["--home", str(self.home(who)), "--room", ROOM_ID]
         if self.url:
             full += ["--coordinator", self.url]
         if who in ("brand", "publisher") and argv[:2] != ("keys", "new"):
             full += ["--as", who]
-        err = _Indent(self.out if expect_error else self.err)
+        err = _Indent(io.StringIO() if silent else self.out if expect_error else self.err)
         code = run_command([*full, *argv], out=cast(TextIO, sink), err=cast(TextIO, err))
         text = sink.copy.getvalue()
         if expect_error:
@@ -311,6 +315,8 @@ def _study(demo: Demo, platform_key: str, image_id: str, code_digest: str) -> No
     demo.sh("publisher", "room", "sign", str(manifest))
     demo.sh("brand", "room", "verify", str(manifest), quiet=True)
     demo.sh("brand", "room", "submit", str(manifest))
+    demo.section("before uploading: is the overlap worth it? (private set intersection, no worker)")
+    _preview(demo)
     demo.section("uploads: attestation verified, identifiers validated and hashed, sealed to the worker")
     demo.sh("brand", "data", "upload", str(demo.data.brand_csv), "--dataset", "customers")
     demo.sh("publisher", "data", "upload", str(demo.data.publisher_csv), "--dataset", "visitors")
@@ -361,6 +367,32 @@ def _study(demo: Demo, platform_key: str, image_id: str, code_digest: str) -> No
     demo.sh("publisher", "log", "export", "-o", str(audit / "log.json"))
     demo.sh("auditor", "log", "verify", "--from", str(audit / "log.json"), "--manifest",
             str(audit / "room.manifest.json"))
+
+
+def _preview(demo: Demo) -> None:
+    """Both parties run ``match preview`` on their local files at the same time (each waits
+    for the other); the brand's side is shown."""
+    data = demo.data
+    assert data is not None
+    failure: list[BaseException] = []
+
+    argv = ("match", "preview", "--dataset", "visitors", "--with", "brand", "--file",
+            str(data.publisher_csv))
+    demo.say(f"[publisher] $ sealroom {' '.join(argv)}    (at the same time, output not shown)")
+
+    def publisher() -> None:
+        try:
+            demo.sh("publisher", *argv, silent=True)
+        except BaseException as exc:  # re-raised in the main thread
+            failure.append(exc)
+
+    other = threading.Thread(target=publisher, daemon=True)
+    other.start()
+    demo.sh("brand", "match", "preview", "--dataset", "customers", "--with", "publisher",
+            "--file", str(data.brand_csv))
+    other.join()
+    if failure:
+        raise failure[0]
 
 
 def _truth(demo: Demo) -> None:

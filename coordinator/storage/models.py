@@ -253,6 +253,50 @@ class Feedback(Base):
 
 
 
+class PreviewSession(Base):
+    """A match preview (ECDH PSI cardinality) between two parties' datasets, before any
+    upload: the coordinator relays their opaque messages (:class:`PreviewMessage`) and keeps
+    their signed ``match_preview`` statements. ``state``: ``waiting`` (for the partner),
+    ``running``, ``done`` (both statements in; messages deleted), ``aborted`` or ``expired``
+    (messages deleted). ``pair`` is the two party names, sorted, comma-separated (the daily
+    limit's key); ``waiting_key`` is set only while waiting, so that one pair of datasets has
+    at most one waiting session (a unique column: concurrent opens meet in one row)."""
+
+    __tablename__ = "preview_sessions"
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.room_id"), index=True)
+    pair: Mapped[str] = mapped_column(String(130))
+    waiting_key: Mapped[str | None] = mapped_column(String(400), nullable=True, unique=True)
+    opener: Mapped[str] = mapped_column(String(64))
+    opener_dataset: Mapped[str] = mapped_column(String(64))
+    opener_size: Mapped[int] = mapped_column(BigInteger)
+    joiner: Mapped[str] = mapped_column(String(64))
+    joiner_dataset: Mapped[str] = mapped_column(String(64))
+    joiner_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    opener_statement: Mapped[str | None] = mapped_column(Text, nullable=True)
+    joiner_statement: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    updated_at: Mapped[datetime] = mapped_column(DateTime())
+    expires_at: Mapped[datetime] = mapped_column(DateTime())
+    __table_args__ = (Index("ix_preview_sessions_pair", "room_id", "pair", "created_at"),)
+
+
+class PreviewMessage(Base):
+    """One piece of one opaque preview message a session's party sent (bytes in the previews
+    folder of the data directory, one file per piece, deleted with the session's messages)."""
+
+    __tablename__ = "preview_messages"
+    session_id: Mapped[str] = mapped_column(ForeignKey("preview_sessions.session_id"),
+                                            primary_key=True)
+    sender: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    piece: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pieces: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(String(HEX))
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+
 def _capped(where: str, length: int) -> Any:
     def check(_target: object, value: object, _old: object, _initiator: object) -> object:
         if isinstance(value, str) and len(value) > length:

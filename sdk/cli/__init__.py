@@ -64,7 +64,7 @@ def build_parser(
 
     ``found`` are the plugin commands to list (default: discover them all).
     """
-    from sdk.cli import attestation, audit, bundle, data, keys, room, run, ui
+    from sdk.cli import attestation, audit, bundle, data, keys, match, room, run, ui
 
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, suppress=True)
@@ -75,7 +75,7 @@ def build_parser(
     _global_options(parser, suppress=False)
     parser.add_argument("--version", action="version", version=f"sealroom {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (keys, room, data, bundle, run, audit, attestation, ui):
+    for module in (keys, room, data, match, bundle, run, audit, attestation, ui):
         module.register(sub, common)
     for name, entry in sorted((plugins.discover() if found is None else found).items()):
         if name not in sub.choices:  # a plugin never shadows a party command
@@ -97,7 +97,7 @@ def _describe(parser: argparse.ArgumentParser) -> None:
 
 PARTY_COMMANDS = {
     "keys", "room", "data", "bundle", "run", "result", "feedback", "receipt", "log", "attestation",
-    "ui",
+    "ui", "match",
 }
 _VALUED = {"--home", "--coordinator", "--key", "--as", "--room"}
 

@@ -41,6 +41,7 @@ from sdk.party.data import next_version, seal_dataset, upload_sealed, worker_for
 from sdk.party.events import OnEvent, ignore
 from sdk.party.files import read_envelope_file, read_json_file
 from sdk.party.home import Home
+from sdk.party.preview import PreviewResult, preview_match
 from sdk.party.receipts import ReceiptFile, verify_receipt_file
 from sdk.party.results import (
     decode_result,
@@ -199,6 +200,14 @@ class Party:
         envelope, parsed = load_bundle(self.session, room, bundle)
         decide(self.session, room, envelope, parsed, decision, reason=reason,
                follow_latest=follow_latest)
+
+    def preview_match(self, path: str | Path, *, dataset: str, partner: str,
+                      timeout: float = 3600.0) -> PreviewResult:
+        """Preview how many ids of a local file ``partner``'s file has too (PSI cardinality,
+        no worker; the partner runs the same at the same time): see
+        :func:`sdk.party.preview.preview_match`."""
+        return preview_match(self.session, self.room(), Path(path), dataset, partner,
+                             timeout=timeout)
 
     def run(self, bundle: str, *, wait: bool = True, timeout: float = 900.0) -> dict[str, Any]:
         """Start a run and (by default) wait for its end; a refused or failed run raises the

@@ -26,6 +26,12 @@ def test_demo_runs_the_whole_study(tmp_path) -> None:
     assert "receipts    2 of 2 verified and included" in out
     assert "the whole study took" in out
     assert "Traceback" not in res.err
+    # issue 10: a preview before the uploads, the drops, the pins and the measured match rate
+    assert "in common: 1500 (37.5% of yours, 30.0% of publisher's)" in out
+    assert re.search(r"\d+ rows dropped at seal time \(empty: \d+, invalid_email: \d+\)", out)
+    assert re.search(r"reads customers: version 1 \(upload [0-9a-f]{12}\)", out)
+    assert re.search(r"match rate of customers \(brand\): 0\.\d{4}", out)
+    assert re.search(r"match rate of\s+owner\s+against", out)  # room status
 
 
 @pytest.mark.docker

@@ -380,7 +380,8 @@ def _requests(room: Existing, room_id: str, schema: dict[str, Any]) -> list[tupl
     """Every operation under ``/v1/rooms/{room_id}`` in the OpenAPI schema, as (method, path,
     body) with the existing room's real digests and run id in the path and real bodies."""
     values = {"digest": room.statements["crm"].digest(), "ref": room.bundle.digest(),
-              "run_id": room.run_id}
+              "run_id": room.run_id, "session_id": "0" * 32, "name": "setup",
+              "sender": "alice"}
     bodies: dict[tuple[str, str], Any] = {
         ("post", "/signatures"): room.envelope.to_json(),
         ("post", "/uploads"): room.statements["crm"].to_json(),
@@ -390,6 +391,10 @@ def _requests(room: Existing, room_id: str, schema: dict[str, Any]) -> list[tupl
         ("post", "/revocations"): room.approval.to_json(),
         ("post", "/runs"): b'{"bundle_digest": "' + room.bundle.digest().encode() + b'"}',
         ("post", "/runs/{run_id}/feedback"): b'{"changed_decision": true}',
+        ("post", "/previews"): b'{"dataset": "crm", "partner": "bob", "partner_dataset": '
+                               b'"visits", "size": 100}',
+        ("put", "/previews/{session_id}/messages/{name}"): b"opaque",
+        ("post", "/previews/{session_id}/statements"): room.approval.to_json(),
     }
     out = []
     prefix = "/v1/rooms/{room_id}"
@@ -415,7 +420,8 @@ def _requests(room: Existing, room_id: str, schema: dict[str, Any]) -> list[tupl
 def _ask(url: str, token: str, method: str, path: str, body: Any) -> tuple[int, bytes]:
     headers = {"Authorization": f"Bearer {token}"}
     if body is not None:
-        headers["Content-Type"] = ("application/octet-stream" if path.endswith("/data")
+        headers["Content-Type"] = ("application/octet-stream"
+                                   if path.endswith("/data") or "/messages/" in path
                                    else "application/json")
     r = httpx.request(method.upper(), url + path, headers=headers, content=body, timeout=60)
     return r.status_code, r.content
