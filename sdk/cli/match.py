@@ -48,10 +48,11 @@ def cmd_preview(ctx: Context, args: argparse.Namespace) -> int:
     result = preview_match(ctx, room, Path(args.file), args.dataset, args.partner,
                            partner_dataset=args.partner_dataset, region=args.region,
                            strict=args.strict, timeout=args.timeout, workers=args.workers)
-    ctx.say(f"match preview {short(result.session)}: {result.dataset} ({result.own_size} ids) "
-            f"x {result.partner}'s {result.partner_dataset} ({result.partner_size} ids)")
-    ctx.say(f"in common: {result.intersection} ({100 * result.own_rate:.1f}% of yours, "
-            f"{100 * result.partner_rate:.1f}% of {result.partner}'s)")
+    p = result.preview
+    ctx.say(f"match preview {short(p.session)}: {p.dataset} ({p.own_size} ids) "
+            f"x {p.partner}'s {p.partner_dataset} ({p.partner_size} ids)")
+    ctx.say(f"in common: {p.intersection} ({100 * result.own_rate:.1f}% of yours, "
+            f"{100 * result.partner_rate:.1f}% of {p.partner}'s)")
     ctx.say(f"both statements signed and verified (minimum group size {result.min_group_size}, "
             f"{result.seconds:.1f}s)")
     return 0

@@ -79,15 +79,11 @@ HEARTBEAT_S = 15.0
 
 @dataclass(frozen=True)
 class PreviewResult:
-    """A finished preview: the sizes, the intersection, and both signed statements."""
+    """A finished preview: this party's verified statement (``preview``: the session, both
+    datasets and sizes, the intersection), both signed statements, the minimum group size
+    applied, the rows dropped from the file, and the time taken."""
 
-    session: str
-    dataset: str
-    partner: str
-    partner_dataset: str
-    own_size: int
-    partner_size: int
-    intersection: int
+    preview: MatchPreview
     min_group_size: int
     statement: Envelope
     partner_statement: Envelope
@@ -97,12 +93,12 @@ class PreviewResult:
     @property
     def own_rate(self) -> float:
         """The share of this party's ids the partner has."""
-        return self.intersection / self.own_size
+        return self.preview.intersection / self.preview.own_size
 
     @property
     def partner_rate(self) -> float:
         """The share of the partner's ids this party has."""
-        return self.intersection / self.partner_size
+        return self.preview.intersection / self.preview.partner_size
 
 
 @dataclass(frozen=True)
@@ -344,8 +340,7 @@ def preview_match(session: Session, room: PinnedRoom, source: Path, dataset: str
                 f" in common of {theirs.own_size}/{theirs.partner_size}; this party "
                 f"{intersection} of {party.size}/{declared})")
         finished = True
-        return PreviewResult(sid, dataset, partner, partner_dataset, party.size, declared,
-                             intersection, minimum, statement, theirs_envelope, rejected,
+        return PreviewResult(mine, minimum, statement, theirs_envelope, rejected,
                              time.monotonic() - started)
     finally:
         if not finished:

@@ -103,19 +103,23 @@ def _field(text: str, pattern: str) -> str:
     return match.group(1)
 
 
-@pytest.fixture(scope="module")
-def room(world: World) -> World:
-    """Worker provisioned, keys made, room signed by both and submitted, data uploaded."""
+def provisioned(out: str) -> tuple[str, str, str]:
+    """The platform key, image id and code digest ``worker provision`` printed."""
+    return (_field(out, r"platform key\s+([0-9a-f]{64})"),
+            _field(out, r"measurement\s+image (\S+)"), _field(out, r"code\s+([0-9a-f]{64})"))
+
+
+def signed_room(world: World, *, allow_custom_code: bool) -> Path:
+    """Worker provisioned (process launcher), keys made, the room signed by both parties and
+    submitted; returns the brand's signed manifest file."""
     prov = ok(sealroom("worker", "provision", "--data-dir", str(world.server.data_dir),
                        "--launcher", "process"))
-    platform = _field(prov.out, r"platform key\s+([0-9a-f]{64})")
-    image = _field(prov.out, r"measurement\s+image (\S+)")
-    code = _field(prov.out, r"code\s+([0-9a-f]{64})")
+    platform, image, code = provisioned(prov.out)
     for party in ("brand", "publisher"):
         ok(world.cli(party, "keys", "new", party))
     toml = room_toml(world.home("brand") / "keys" / "brand.pub",
                      world.home("publisher") / "keys" / "publisher.pub",
-                     platform, image, code, unisolated=True, allow_custom_code=True)
+                     platform, image, code, unisolated=True, allow_custom_code=allow_custom_code)
     (world.root / "room.toml").write_text(toml)
     manifest = world.root / "room.manifest.json"
     ok(world.cli("brand", "room", "new", str(world.root / "room.toml"), "-o", str(manifest)))
@@ -125,6 +129,13 @@ def room(world: World) -> World:
     res = ok(world.cli("publisher", "--room", ROOM, "room", "sign"))
     assert "missing signatures" not in res.out
     ok(world.cli("brand", "--room", ROOM, "room", "verify", "-o", str(manifest)))
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def room(world: World) -> World:
+    """Worker provisioned, keys made, room signed by both and submitted, data uploaded."""
+    signed_room(world, allow_custom_code=True)
     data = generate(world.root / "data", brand_rows=3000, publisher_rows=3750, overlap=1500)
     ok(world.cli("brand", "data", "upload", str(data.brand_csv), "--dataset", "customers"))
     ok(world.cli("publisher", "data", "upload", str(data.publisher_csv), "--dataset", "visitors"))

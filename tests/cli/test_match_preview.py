@@ -30,6 +30,7 @@ from sdk.client import Client
 from sdk.errors import AuthError, NotFoundError
 from sdk.protocol.keys import PartyKey
 from tests.cli.conftest import REPO, CoordinatorProcess, Result, fails, ok, sealroom
+from tests.cli.test_flow import provisioned
 
 ADMIN = "match-preview-admin-token-0123456789"
 ROOM = "brand-x-publisher"
@@ -83,17 +84,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         prov = ok(sealroom("--coordinator", server.url, "worker", "provision",
                            env={"SEALROOM_ADMIN_TOKEN": ADMIN}))
-        platform = re.search(r"platform key\s+([0-9a-f]{64})", prov.out)
-        image = re.search(r"measurement\s+image (\S+)", prov.out)
-        code = re.search(r"code\s+([0-9a-f]{64})", prov.out)
-        assert platform and image and code, prov.out
+        platform, image, code = provisioned(prov.out)
         w = World(root, server)
         for party in ("brand", "publisher", "outsider"):
             ok(sealroom("keys", "new", party, home=w.home(party)))
         (root / "room.toml").write_text(room_toml(
             w.home("brand") / "keys" / "brand.pub",
             w.home("publisher") / "keys" / "publisher.pub",
-            platform.group(1), image.group(1), code.group(1), unisolated=True))
+            platform, image, code, unisolated=True))
         manifest = str(root / "room.json")
         ok(w.cli("brand", "room", "new", str(root / "room.toml"), "-o", manifest))
         ok(w.cli("brand", "room", "sign", manifest))

@@ -23,6 +23,7 @@ import pytest
 
 from coordinator.cli.demo import room_toml
 from tests.cli.conftest import REPO, CoordinatorProcess, ok, sealroom
+from tests.cli.test_flow import provisioned
 
 ADMIN = "party-extra-admin-token-0123456789"
 ROOM = "brand-x-publisher"
@@ -69,10 +70,7 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]
     try:
         prov = ok(sealroom("--coordinator", server.url, "worker", "provision",
                            env={"SEALROOM_ADMIN_TOKEN": ADMIN}))
-        platform = re.search(r"platform key\s+([0-9a-f]{64})", prov.out)
-        image = re.search(r"measurement\s+image (\S+)", prov.out)
-        code = re.search(r"code\s+([0-9a-f]{64})", prov.out)
-        assert platform and image and code, prov.out
+        platform, image, code = provisioned(prov.out)
 
         def cli(who: str, *args: str) -> None:
             ok(sealroom("--coordinator", server.url, *args, home=root / who))
@@ -81,7 +79,7 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]
             cli(party, "keys", "new", party)
         (root / "room.toml").write_text(room_toml(
             root / "brand" / "keys" / "brand.pub", root / "publisher" / "keys" / "publisher.pub",
-            platform.group(1), image.group(1), code.group(1), unisolated=True))
+            platform, image, code, unisolated=True))
         manifest = str(root / "room.json")
         cli("brand", "room", "new", str(root / "room.toml"), "-o", manifest)
         cli("brand", "room", "sign", manifest)

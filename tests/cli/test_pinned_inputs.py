@@ -17,10 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coordinator.cli.demo import room_toml
 from coordinator.cli.demo_data import generate
 from tests.cli.conftest import fails, ok, sealroom
-from tests.cli.test_flow import ADMIN, ROOM, Server, World
+from tests.cli.test_flow import ADMIN, ROOM, Server, World, signed_room
 
 BRAND, PUBLISHER, OVERLAP = 600, 750, 300
 
@@ -39,23 +38,7 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     server.start()
     world = World(root, server)
     try:
-        prov = ok(sealroom("worker", "provision", "--data-dir", str(server.data_dir),
-                           "--launcher", "process"))
-        platform = _field(prov.out, r"platform key\s+([0-9a-f]{64})")
-        image = _field(prov.out, r"measurement\s+image (\S+)")
-        code = _field(prov.out, r"code\s+([0-9a-f]{64})")
-        for party in ("brand", "publisher"):
-            ok(world.cli(party, "keys", "new", party))
-        (root / "room.toml").write_text(room_toml(
-            world.home("brand") / "keys" / "brand.pub",
-            world.home("publisher") / "keys" / "publisher.pub", platform, image, code,
-            unisolated=True))
-        manifest = root / "room.manifest.json"
-        ok(world.cli("brand", "room", "new", str(root / "room.toml"), "-o", str(manifest)))
-        ok(world.cli("brand", "room", "sign", str(manifest)))
-        ok(world.cli("brand", "room", "submit", str(manifest)))
-        ok(world.cli("publisher", "--room", ROOM, "room", "sign"))
-        ok(world.cli("brand", "--room", ROOM, "room", "verify", "-o", str(manifest)))
+        signed_room(world, allow_custom_code=False)
         data = generate(root / "data", brand_rows=BRAND, publisher_rows=PUBLISHER,
                         overlap=OVERLAP)
         out = ok(world.cli("brand", "data", "upload", str(data.brand_csv), "--dataset",

@@ -91,9 +91,10 @@ def test_two_parties_over_parts_and_pieces(env: Env, tmp_path: Path,
     alice, bob = out["alice"], out["bob"]
     assert isinstance(alice, PreviewResult), alice
     assert isinstance(bob, PreviewResult), bob
-    assert (alice.own_size, alice.partner_size, alice.intersection) == (300, 400, 200)
-    assert (bob.own_size, bob.partner_size, bob.intersection) == (400, 300, 200)
-    assert alice.session == bob.session and alice.min_group_size == 5
+    a, b = alice.preview, bob.preview
+    assert (a.own_size, a.partner_size, a.intersection) == (300, 400, 200)
+    assert (b.own_size, b.partner_size, b.intersection) == (400, 300, 200)
+    assert a.session == b.session and alice.min_group_size == 5
     sessions, messages, files = _stored(env)
     assert (sessions, messages, files) == (1, 0, [])
     room = PinnedRoom(env.manifest_env, env.manifest, env.digest)
@@ -237,5 +238,6 @@ def test_two_parties_on_postgres(make_env: Any, postgres_url: str, tmp_path: Pat
     env: Env = make_env(database_url=postgres_url.rsplit("/", 1)[0] + "/" + name)
     env.setup_room()
     out = _both(env, tmp_path, range(0, 120), range(60, 200))
-    assert [getattr(out[p], "intersection", out[p]) for p in ("alice", "bob")] == [60, 60]
+    assert [out[p].preview.intersection if isinstance(out[p], PreviewResult) else out[p]
+            for p in ("alice", "bob")] == [60, 60]
     assert _stored(env)[1:] == (0, [])

@@ -11,6 +11,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
+import private_set_intersection.python as lib  # noqa: E402 - the party extra; never skipped
 import pytest
 
 from sdk.errors import InputError, PrivacyError, SignatureError
@@ -26,8 +27,6 @@ from sdk.protocol.matchpreview import (
 )
 from sdk.protocol.models import Manifest
 from sdk.protocol.psi import PsiContext, PsiError, PsiParty, encode_ids, part_sizes
-
-lib = pytest.importorskip("private_set_intersection.python")
 
 ALICE = PartyKey.from_seeds("alice", b"a" * 32, b"A" * 32)
 BOB = PartyKey.from_seeds("bob", b"b" * 32, b"B" * 32)
