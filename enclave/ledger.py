@@ -74,20 +74,24 @@ class RoomLog:
         """How many runs of this bundle have started (:func:`sdk.protocol.budget.runs_of`)."""
         return budget.runs_of(self.entries, bundle_digest)
 
-    def measured_match(self, inputs: Sequence[str]) -> tuple[MatchRecord, ...] | None:
-        """The match rates an earlier run over exactly these upload statements (digests, in
-        input order) released, from its ``run_finished`` entry; None when no run did. Reusing
-        them releases nothing new: with DP, the noise is drawn once per set of uploads, so
-        repeated runs cannot average it away.
+    def measured_match(self, inputs: Sequence[str]) -> dict[str, MatchRecord] | None:
+        """The match rates (by dataset) an earlier run over exactly these upload statements
+        (digests, in any order) released, from its ``run_finished`` entry; None when no run
+        did. Reusing them releases nothing new: with DP, the noise is drawn once per set of
+        uploads, so repeated runs (whatever their query or input order) cannot average it.
 
         Raises ``LogError`` for a malformed record in a worker-signed entry.
         """
+        wanted = sorted(inputs)
         for entry in reversed(self.entries):
-            if entry.kind == "run_finished" and entry.details.get(MATCH_INPUTS) == list(inputs):
+            recorded = entry.details.get(MATCH_INPUTS)
+            if entry.kind == "run_finished" and isinstance(recorded, list) \
+                    and sorted(map(str, recorded)) == wanted:
                 try:
-                    return tuple(MatchRecord.from_dict(m) for m in entry.details.get("match", []))
-                except (InputError, AttributeError) as exc:
+                    records = [MatchRecord.from_dict(m) for m in entry.details.get("match", [])]
+                except (InputError, AttributeError, TypeError) as exc:
                     raise LogError("log: a malformed match record") from exc
+                return {m.dataset: m for m in records}
         return None
 
     def has(self, kind: str, subject: str) -> bool:

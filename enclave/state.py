@@ -192,8 +192,9 @@ class TrustedJobState:
             checks.append(check)
         self.uploads = chosen
         self.budget = checks
-        self.known_match = self.log.measured_match(
-            [chosen[item.dataset][1] for item in self.bundle.inputs])
+        known = self.log.measured_match([chosen[item.dataset][1] for item in self.bundle.inputs])
+        if known is not None and set(known) == set(self.bundle.datasets):
+            self.known_match = tuple(known[name] for name in self.bundle.datasets)
         self._leave("budget")
 
     def input_records(self) -> tuple[InputRecord, ...]:

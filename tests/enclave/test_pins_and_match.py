@@ -138,3 +138,15 @@ def test_the_match_rate_is_released_once_per_set_of_uploads(room: Room) -> None:
     fresh = room.plan_bundle(OVERLAP)
     doc = room.run(room.job_dir(fresh, room.approvals(fresh)))
     assert rates(doc) == {"crm": "0.2000", "visits": "0.1667"}  # 50 of 250, 50 of 300
+
+
+def test_another_input_order_repeats_the_same_rates(room: Room) -> None:
+    """Reordering a bundle's inputs is no way to a fresh noise draw: the rates are keyed by the
+    set of uploads."""
+    bundle = room.plan_bundle(OVERLAP, dp={"epsilon": "1"})
+    first = room.run(room.job_dir(bundle, room.approvals(bundle)))
+    flipped = Plan(("visits", "crm"), (Join("crm"),), None, (), (COUNT,))
+    other = room.plan_bundle(flipped, dp={"epsilon": "1"})
+    doc = room.run(room.job_dir(other, room.approvals(other)))
+    assert rates(doc) == rates(first)
+    assert [m["dataset"] for m in receipt_of(doc)["match"]] == ["visits", "crm"]
