@@ -75,8 +75,7 @@ def apply_privacy(
     known = state.known_match
     reserved = Decimal(0) if known is not None else match_rate_epsilon(bundle)
     if known is not None:
-        match = known
-        meta["match_rate"] = "released before for these uploads: repeated, no new noise"
+        match = known  # released before for these uploads: repeated, no new noise
     elif plan is not None:
         table, stats = split_match_row(table, len(plan.inputs))
         if stats is not None:

@@ -350,7 +350,8 @@ def test_metrics_charts(page: Page) -> None:
     page.visit("/metrics")
     text = page.by("main").text
     assert "From the verified log" in text and "Reported by the coordinator" in text
-    assert "0.6" in text  # the match rate the brand reported
+    rates = page.by("#match-rates").text  # measured by the worker in the overlap runs
+    assert "customers" in rates and "visitors" in rates, rates
     assert len(page.all("svg.chart")) >= 3
     page.quiet()
     page.shoot("metrics")
