@@ -41,8 +41,10 @@ def make_launcher(settings: Settings) -> Launcher:
         return ProcessLauncher()
     if settings.attestation_provider in ("amd-sev-snp", "intel-tdx"):
         profile = dataclasses.replace(DEFAULT_PROFILE, tsm_reports=TSM_MOUNT)
-        return DockerLauncher(settings.worker_image, instance=settings.instance, profile=profile)
-    return DockerLauncher(settings.worker_image, instance=settings.instance)
+        return DockerLauncher(settings.worker_image, instance=settings.instance, profile=profile,
+                              warm=settings.warm_worker)
+    return DockerLauncher(settings.worker_image, instance=settings.instance,
+                          warm=settings.warm_worker)
 
 
 def build_services(settings: Settings, launcher: Launcher | None = None) -> Services:
@@ -94,6 +96,7 @@ def create_app(settings: Settings, launcher: Launcher | None = None, *,
         finally:
             if executor is not None:
                 await run_in_threadpool(executor.stop)
+            await run_in_threadpool(services.launcher.close)
             services.db.dispose()
 
     app = FastAPI(

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         "the worker runs in (amd-sev-snp, intel-tdx: the Docker launcher binds configfs-tsm)",
     )
     worker_image: str = "sealroom-worker:latest"
+    warm_worker: bool = Field(
+        default=True,
+        description="keep one hardened worker container started and waiting for the next run "
+        "(it has seen no job, key or data; one container still serves one run)",
+    )
     instance: str = Field(default="default", description="label of this coordinator's containers")
     platform_key_path: Path | None = Field(
         default=None, description="the 32-byte platform secret; default <data_dir>/platform.key"

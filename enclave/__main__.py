@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None, runner: Any = None) -> int:
         cmd.add_argument("--job", required=True, help="the job directory")
         cmd.add_argument("--image-id", required=True, help="the image id the launcher started")
         cmd.add_argument("--isolation", choices=("container", "none"), required=True)
+    sub.choices["run"].add_argument(
+        "--wait-for-go", action="store_true",
+        help="started ahead of the job: load everything, then wait for the launcher's go file")
     sub.choices["provision"].add_argument(
         "--provider",
         choices=("simulated", "aws-nitro", "amd-sev-snp", "intel-tdx"),
@@ -114,6 +117,13 @@ def main(argv: list[str] | None = None, runner: Any = None) -> int:
     elif args.command == "provision":
         _write(_provision(args))
     else:
+        if args.wait_for_go:
+            from enclave.warm import wait_for_go
+
+            if not wait_for_go(Path(args.job), runner):
+                _write({"status": "failed", "error_code": "E_INTERNAL", "receipt": None,
+                        "checkpoint": None, "log_entries": [], "outputs": {}})
+                return 0
         _write(Job(Path(args.job), image_id=args.image_id, isolation=args.isolation,
                    runner=runner).run())
     return 0

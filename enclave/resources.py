@@ -60,7 +60,16 @@ def start_runner(root: Path) -> Runner | None:
     from enclave.runner.client import Runner
 
     try:
-        sealed = sum(p.stat().st_size for p in (root / "data").glob("*.sealed"))
-        return Runner(runner_limits(sealed), prewarm=True)
+        return Runner(runner_limits(sealed_input_bytes(root)), prewarm=True)
     except OSError:
         return None
+
+
+def sealed_input_bytes(root: Path) -> int:
+    """The sealed inputs' bytes in the job directory ``root`` (an upper bound of their
+    plaintext); 0 before the job's files are there.
+
+    Raises ``OSError`` when the directory cannot be read."""
+    from sdk.protocol import jobdir as layout
+
+    return sum(p.stat().st_size for p in (root / layout.DATA_DIR).glob(f"*{layout.SEALED_SUFFIX}"))

@@ -91,6 +91,10 @@ class Launcher(ABC):
             return UNISOLATED_MEASUREMENT
         raise NotImplementedError(f"{type(self).__name__} must say what it runs")
 
+    def close(self) -> None:  # noqa: B027 - most launchers hold nothing between runs
+        """Release what the launcher keeps between runs (a container waiting for the next
+        run). Never raises."""
+
     def ran_measurement(self, result: LaunchResult) -> str:
         """The ``image_id`` of the measurement of the worker that produced ``result`` (for a
         container: of the image it was created from, which may differ from the one measured

@@ -126,7 +126,12 @@ class NoisyRelease:
 
 
 def scale_for(sensitivity: int, epsilon: Decimal) -> float:
-    """The smallest scale found by OpenDP's binary search with ``map(sensitivity) <= epsilon``."""
+    """The smallest scale (to within a few ulps) with OpenDP's ``map(sensitivity) <= epsilon``.
+
+    The discrete Laplace map is ``sensitivity / scale``, so ``sensitivity / epsilon`` is the
+    answer up to rounding: OpenDP's own map checks it, and the scale grows by a few ulps until
+    it passes; OpenDP's binary search is the fallback (about 50 map evaluations, 30 ms).
+    """
     if epsilon <= 0:
         raise PrivacyError("epsilon must be positive")
     if sensitivity == 0:
@@ -135,6 +140,11 @@ def scale_for(sensitivity: int, epsilon: Decimal) -> float:
     target = float_at_most(epsilon)
     guess = sensitivity / target
     try:
+        scale = guess
+        for _ in range(_ULP_STEPS):
+            if _map(dp.m.make_laplace(*space, scale=scale), sensitivity) <= target:
+                return scale
+            scale = math.nextafter(scale, math.inf)
         return float(
             dp.binary_search_param(
                 lambda s: dp.m.make_laplace(*space, scale=s),
@@ -145,6 +155,9 @@ def scale_for(sensitivity: int, epsilon: Decimal) -> float:
         )
     except (dp.OpenDPException, ValueError) as exc:
         raise PrivacyError("OpenDP found no noise scale for this epsilon") from exc
+
+
+_ULP_STEPS = 8
 
 
 def noisy_vector(values: Sequence[int], sensitivity: int, epsilon: Decimal) -> NoisyRelease:

@@ -270,13 +270,18 @@ def serve(limits: RunnerLimits, fd_socket: int | None = None
         limits = dataclasses.replace(limits, spill_bytes=0)
         _set_limit(resource.RLIMIT_FSIZE, 0)
     caps = request.get("caps") or {}
-    if type(caps) is not dict or not set(caps) <= {"max_output_rows", "max_output_bytes"} \
+    if type(caps) is not dict \
+            or not set(caps) <= {"max_output_rows", "max_output_bytes", "memory_bytes"} \
             or not all(type(v) is int and v > 0 for v in caps.values()):
         raise ProtocolError("bad output caps")
+    if caps.get("memory_bytes", 0) > limits.memory_bytes:
+        raise ProtocolError("a memory limit only goes down")
     if caps:
         import dataclasses
 
         limits = dataclasses.replace(limits, **caps)
+        if "memory_bytes" in caps:  # a runner started before its job: sized now
+            _set_limit(resource.RLIMIT_AS, limits.memory_bytes)
     if request["kind"] == "python":
         return _run_python(request["code"], request.get("params"), request["tables"], limits)
     if request["kind"] == "plan":

@@ -16,6 +16,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -74,6 +75,25 @@ def child_env(limits: RunnerLimits) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": "1",
         "MALLOC_ARENA_MAX": "2",
     }
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """``proc.wait(timeout)``, woken the moment the child exits (a pidfd, where the kernel has
+    them) rather than by ``Popen.wait``'s polling, which sleeps up to 50 ms at a time.
+
+    Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        proc.wait(timeout=timeout)
+        return
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    if not ready:
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    proc.wait()
 
 
 def child_argv(limits: RunnerLimits, fd_socket: int | None = None, *,
@@ -238,6 +258,17 @@ class Runner:
         finally:
             theirs.close()
         self.used = False
+        self._memory_cap: int | None = None
+
+    def begin(self, memory_bytes: int) -> None:
+        """For a runner started before its job existed: count its wall-clock deadline from now,
+        and lower its memory limit to ``memory_bytes`` (sized from the job's inputs; a limit
+        only ever goes down). The request carries the lower limit; the child applies it before
+        it opens its engine."""
+        self.started = time.monotonic()
+        if memory_bytes < self.limits.memory_bytes:
+            self.limits = dataclasses.replace(self.limits, memory_bytes=max(1, memory_bytes))
+            self._memory_cap = self.limits.memory_bytes
 
     def __enter__(self) -> Runner:
         return self
@@ -279,6 +310,8 @@ class Runner:
             caps["max_output_rows"] = max_output_rows
         if max_output_bytes is not None:
             caps["max_output_bytes"] = max_output_bytes
+        if self._memory_cap is not None:
+            caps["memory_bytes"] = self._memory_cap
         if caps:
             limits = dataclasses.replace(limits, **caps)
         params_json = _check_inputs(kind, code, tables, params)
@@ -325,7 +358,7 @@ class Runner:
             t.start()
         timed_out = False
         try:
-            proc.wait(timeout=max(0.0, limits.wall_seconds - (time.monotonic() - self.started)))
+            _wait_exit(proc, max(0.0, limits.wall_seconds - (time.monotonic() - self.started)))
         except subprocess.TimeoutExpired:
             timed_out = True
             child.kill()

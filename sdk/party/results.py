@@ -142,20 +142,26 @@ def start_run(session: Session, room: PinnedRoom, bundle: Envelope, *,
                                             idempotency_key=idempotency_key or uuid.uuid4().hex))
 
 
+FIRST_POLL_S = 0.05
+
+
 def wait_for_run(session: Session, room: PinnedRoom, run: dict[str, Any], *,
                  timeout: float, poll: float = 0.25) -> dict[str, Any]:
-    """Poll a run until it is terminal; returns its last state (check it with
+    """Poll a run until it is terminal, first every 50 ms, then less often, up to every
+    ``poll`` seconds (a small run ends within a second); returns its last state (check it with
     :func:`raise_for_run`).
 
     Raises ``NotFoundError`` when it has not finished after ``timeout`` seconds.
     """
     run_id = str(run["run_id"])
     deadline = time.monotonic() + timeout
+    pause = min(FIRST_POLL_S, poll)
     while run_state(run) not in TERMINAL:
         if time.monotonic() > deadline:
             raise NotFoundError(
                 f"run {run_id} not finished after {timeout}s (still {run_state(run)})")
-        time.sleep(poll)
+        time.sleep(pause)
+        pause = min(poll, pause * 1.5)
         run = dict(session.client().run(room.room_id, run_id))
     return run
 

@@ -22,6 +22,9 @@ LOG_ENTRIES = "log/entries.json"
 LOG_CHECKPOINT = "log/checkpoint.json"
 SECRETS_DIR = "secrets"
 SEALED_SUFFIX = ".sealed"
+GO_FILE = ".go"
+"""A worker started ahead of its job (``run --wait-for-go``) waits for this file: the launcher
+writes it last, after the job files and the secrets are in place."""
 
 # The secrets a launcher hands over under SECRETS_DIR, after it has checked the isolation
 # (file names, not secrets themselves).

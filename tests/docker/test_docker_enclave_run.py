@@ -145,3 +145,59 @@ def test_full_job_in_container_matches_process_run(
 
 def kinds(doc: dict[str, Any]) -> list[str]:
     return [json.loads(Envelope.from_dict(e).payload)["kind"] for e in doc["log_entries"]]
+
+
+def test_a_warm_container_serves_the_next_run_after_seeing_nothing(
+        room: ContainerRoom, docker_client: Any, worker_image: str) -> None:
+    """With ``warm=True`` a run starts the next run's container: created, inspected and started
+    with an empty job directory, waiting for the go file. The next run (same arguments) is
+    handed to it: its result verifies, its isolation digest is a cold run's, and ``close``
+    leaves no container behind. Other arguments get a cold container."""
+    from coordinator.launchers.docker import WARM_PREFIX
+    from coordinator.launchers.profile import LABEL_INSTANCE, LABEL_OWNER, OWNER
+
+    launcher = DockerLauncher(worker_image, client=docker_client, instance="pytest-warm",
+                              warm=True)
+    args = ["run", "--job", "/job", "--image-id", room.image_id, "--isolation", "container"]
+    secrets = {"platform.key": room.platform_seed, "worker.sealed": room.sealed_worker_key}
+    jobs = room.root / "jobs"
+    jobs.mkdir()
+    try:
+        digests = []
+        for i in range(3):
+            bundle = room.bundle(SQL, AGG)
+            job = jobs / f"run{i}"
+            shutil.copytree(room.job_dir(bundle, room.approvals(bundle), secrets=False), job)
+            readable(job)
+            if i:
+                assert launcher.warm_ready(120)
+                waiting = [p for p in jobs.iterdir() if p.name.startswith(WARM_PREFIX)]
+                assert len(waiting) == 1
+                # before its run, the waiting worker's directory holds no job, key or data
+                assert [p.relative_to(waiting[0]).as_posix()
+                        for p in waiting[0].rglob("*")] == ["secrets"]
+            result = launcher.launch(job, args, secrets, run_id=f"run{i}", deadline_s=300)
+            doc = document(result)
+            assert doc["status"] == "succeeded", doc
+            assert CANARY not in result.stdout.decode()
+            receipt = Envelope.from_dict(doc["receipt"])
+            body = json.loads(receipt.payload)
+            entries = [*(Envelope.from_dict(e) for e in room.log_entries),
+                       *(Envelope.from_dict(e) for e in doc["log_entries"])]
+            proof = merkle.inclusion_proof(log_leaf_hashes(entries), body["log_index"])
+            verify_receipt(receipt, room.manifest, [room.attestation],
+                           log_entry=entries[body["log_index"]], inclusion=proof)
+            digests.append(result.settings_digest)
+        assert len(set(digests)) == 1  # the first run was cold: the same hardening
+        assert launcher.warm_ready(120)
+        other = jobs / "other"
+        other.mkdir()
+        measured = document(launcher.launch(readable(other), ["measure"]))
+        assert "code_digest" in measured
+        assert launcher.warm_ready(1)  # measure is not a run: the waiting one stays
+    finally:
+        launcher.close()
+    left = docker_client.api.containers(
+        all=True, filters={"label": [f"{LABEL_OWNER}={OWNER}", f"{LABEL_INSTANCE}=pytest-warm"]})
+    assert left == []
+    assert not [p for p in jobs.iterdir() if p.name.startswith(WARM_PREFIX)]
