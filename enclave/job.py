@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from enclave.jobdir import JobFiles, read_secret
-from enclave.ledger import MATCH_INPUTS, RoomLog
+from enclave.ledger import MATCH_INPUTS, ONE_ROW_CHECKED, RoomLog
 from enclave.measure import code_digest
 from enclave.memfile import MemFile
 from enclave.outputs import result_document, seal_output
@@ -173,6 +173,7 @@ class Job:
         self.timer = _Timer()
         self.files: dict[str, MemFile] = {}
         self.runner: Runner | None = runner
+        self.one_row_checked: list[str] = []
 
     def run(self) -> dict[str, Any]:
         """Execute the job; returns the result document (see docs/job-protocol.md)."""
@@ -365,8 +366,12 @@ class Job:
         if bundle.plan is not None:
             from enclave.planrun import run_plan
 
-            return run_plan(bundle, state.manifest, tables, state.row_counts(), self.files,
-                            self.runner, match_stats=state.known_match is None)
+            one_row, unchecked = state.one_row_inputs()
+            table = run_plan(bundle, state.manifest, tables, state.row_counts(), self.files,
+                             self.runner, match_stats=state.known_match is None,
+                             one_row=one_row, check_one_row=unchecked)
+            self.one_row_checked = [state.uploads[d][1] for d in unchecked]
+            return table
         kind: Literal["python", "sql"] = "python" if bundle.kind == "python" else "sql"
         if self.runner is not None:
             return self.runner.run(kind, bundle.code, tables, dict(bundle.params))
@@ -481,6 +486,8 @@ class Job:
             if match:  # what later runs over the same uploads release again (ledger)
                 details[MATCH_INPUTS] = [i.upload for i in inputs]
                 details["match"] = [m.to_dict() for m in match]
+            if status == "succeeded" and self.one_row_checked:
+                details[ONE_ROW_CHECKED] = sorted(self.one_row_checked)
             index = log.append(signer, kind, files.run_id, bundle_digest, details)
             checkpoint, checkpoint_envelope = log.checkpoint(signer)
             receipt = Receipt(

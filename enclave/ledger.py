@@ -23,6 +23,9 @@ from sdk.protocol.verify import (
 
 MATCH_INPUTS = "match_inputs"
 """The ``run_finished`` detail naming the upload statements a released match rate describes."""
+ONE_ROW_CHECKED = "one_row_checked"
+"""The ``run_finished`` detail naming the upload statements whose ``one_row_per_person`` the
+run checked (and found true) before its plan ran."""
 
 
 @dataclass
@@ -93,6 +96,17 @@ class RoomLog:
                     raise LogError("log: a malformed match record") from exc
                 return {m.dataset: m for m in records}
         return None
+
+    def checked_one_row(self) -> set[str]:
+        """The upload statements (digests) an earlier run found to hold one row per person, as
+        their owners signed (``run_finished`` entries, :data:`ONE_ROW_CHECKED`). A coordinator
+        that hides such an entry only makes a run check again."""
+        out: set[str] = set()
+        for entry in self.entries:
+            recorded = entry.details.get(ONE_ROW_CHECKED)
+            if entry.kind == "run_finished" and isinstance(recorded, list):
+                out.update(str(d) for d in recorded)
+        return out
 
     def has(self, kind: str, subject: str) -> bool:
         return any(e.kind == kind and e.subject == subject for e in self.entries)

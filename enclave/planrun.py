@@ -13,14 +13,21 @@ runner's output limits are sized from those counts, not from what the data turns
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from enclave.privacy.fixedpoint import MAX_FIXED_SUM, measure_fixed_points
 from sdk.errors import ResourceError
 from sdk.protocol.admission import plan_columns
 from sdk.protocol.models import Bundle, Manifest
-from sdk.protocol.plan import MAX_KEY_CHARS, CompiledPlan, Plan, PlanMeasure, compile_duckdb
+from sdk.protocol.plan import (
+    MAX_KEY_CHARS,
+    CompiledPlan,
+    Plan,
+    PlanMeasure,
+    compile_duckdb,
+    one_row_check_sql,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -29,11 +36,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from enclave.runner.client import ParquetData, Runner
 
 def compile_for_worker(bundle: Bundle, manifest: Manifest, *,
-                       match_stats: bool = True) -> CompiledPlan:
+                       match_stats: bool = True,
+                       one_row: frozenset[str] = frozenset()) -> CompiledPlan:
     """The bundle's plan compiled with the exact fixed-point mapping of its measures, salted
     with the bundle's own identity so every run of it keeps the same rows per person, and
     (a join, unless ``match_stats`` is false: the log already holds the rates for these
-    uploads) with the match-rate row (:func:`sdk.protocol.plan.match_stats_sql`).
+    uploads) with the match-rate row (:func:`sdk.protocol.plan.match_stats_sql`); ``one_row``:
+    the inputs with one row per person (checked, see :func:`run_plan`), which need no bounding.
 
     Raises ``QueryRejectedError`` when the plan does not validate (admission checked it).
     """
@@ -47,7 +56,7 @@ def compile_for_worker(bundle: Bundle, manifest: Manifest, *,
 
     salt = f"{bundle.room_id}/{bundle.author}/{bundle.sequence}"
     return compile_duckdb(plan, plan_columns(manifest), salt=salt, measure_sql=measure_sql,
-                          match_stats=match_stats)
+                          match_stats=match_stats, one_row=one_row)
 
 
 def declared_rows(row_counts: Mapping[str, int]) -> int:
@@ -68,15 +77,22 @@ def check_sums_fit(plan: Plan, bundle: Bundle, row_counts: Mapping[str, int]) ->
 
 def run_plan(bundle: Bundle, manifest: Manifest, tables: Mapping[str, ParquetData],
              row_counts: Mapping[str, int], files: Mapping[str, MemFile] | None = None,
-             runner: Runner | None = None, *, match_stats: bool = True) -> pa.Table:
+             runner: Runner | None = None, *, match_stats: bool = True,
+             one_row: frozenset[str] = frozenset(),
+             check_one_row: Sequence[str] = ()) -> pa.Table:
     """Run the bundle's plan over ``tables`` (dataset name → decrypted Parquet) in a fresh
     keyless runner (``runner``, started ahead, or a new one); returns the exact per-group
     aggregates (or, for a list release, the sorted distinct identifiers in column ``__id``).
     With ``files`` (the same inputs as in-memory files), the runner's engine reads each
     Parquet file in place instead of receiving a copy.
 
+    ``one_row`` names the inputs whose owners signed one row per person; those in
+    ``check_one_row`` (not yet checked by an earlier run: the log says which were) are checked
+    in the runner before the plan runs (:func:`sdk.protocol.plan.one_row_check_sql`).
+
     Raises ``RunnerError`` with ``E_RESOURCE`` when the declared sizes do not fit the
-    machine; never for a value in the data.
+    machine, ``E_INPUT`` when a checked input is not one row per person (that input alone
+    decides it); never for a value in another party's data.
     """
     from enclave.resources import runner_limits
     from enclave.runner.client import Runner
@@ -84,7 +100,9 @@ def run_plan(bundle: Bundle, manifest: Manifest, tables: Mapping[str, ParquetDat
     plan = bundle.plan
     assert plan is not None
     check_sums_fit(plan, bundle, row_counts)
-    compiled = compile_for_worker(bundle, manifest, match_stats=match_stats)
+    compiled = compile_for_worker(bundle, manifest, match_stats=match_stats, one_row=one_row)
+    check = one_row_check_sql(plan_columns(manifest), list(check_one_row)) \
+        if check_one_row else None
     rows = declared_rows(row_counts)
     owned = runner is None
     if runner is None:
@@ -95,7 +113,9 @@ def run_plan(bundle: Bundle, manifest: Manifest, tables: Mapping[str, ParquetDat
     try:
         if files is not None and set(files) == set(tables):
             return runner.run("plan", compiled.sql, tables, {}, files=files,
-                              max_output_rows=max_rows, max_output_bytes=max_bytes)
+                              max_output_rows=max_rows, max_output_bytes=max_bytes, check=check)
+        if check is not None:
+            raise ValueError("a one-row check needs the inputs as in-memory files")
         return runner.run("sql", compiled.sql, tables, {}, max_output_rows=max_rows,
                           max_output_bytes=max_bytes)
     finally:

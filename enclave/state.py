@@ -197,6 +197,15 @@ class TrustedJobState:
             self.known_match = tuple(known[name] for name in self.bundle.datasets)
         self._leave("budget")
 
+    def one_row_inputs(self) -> tuple[frozenset[str], list[str]]:
+        """(after the ``budget`` step) The inputs whose upload statements say one row per
+        person, and those of them no earlier run has checked (bundle order): the run checks
+        these before its plan."""
+        declared = [item.dataset for item in self.bundle.inputs
+                    if self.uploads[item.dataset][0].one_row_per_person]
+        checked = self.log.checked_one_row() if declared else set()
+        return frozenset(declared), [d for d in declared if self.uploads[d][1] not in checked]
+
     def input_records(self) -> tuple[InputRecord, ...]:
         """What the receipt says each input read (bundle order): the upload statement, its
         version and signed row count (after the ``budget`` step)."""

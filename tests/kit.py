@@ -71,6 +71,11 @@ def run_enclave(args: list[str], timeout: float = 120) -> dict[str, Any]:
     return doc
 
 
+def _one_row_per_person(plain: Path, id_column: str) -> bool:
+    ids = pq.read_table(plain, columns=[id_column]).column(0)
+    return ids.null_count == 0 and len(ids.unique()) == len(ids)
+
+
 @dataclass
 class Room:
     """A two-party room with a provisioned unisolated worker."""
@@ -168,14 +173,20 @@ class Room:
             "expires": "2099-01-01T00:00:00Z",
         }
 
-    def upload(self, owner: PartyKey, dataset: str, table: pa.Table, version: int = 1) -> Envelope:
+    def upload(self, owner: PartyKey, dataset: str, table: pa.Table, version: int = 1, *,
+               one_row: bool | None = None) -> Envelope:
         plain = self.root / f"{dataset}-{version}.parquet"
         pq.write_table(table, plain)
-        return self.upload_file(owner, dataset, plain, table.num_rows, version)
+        return self.upload_file(owner, dataset, plain, table.num_rows, version, one_row=one_row)
 
     def upload_file(
-        self, owner: PartyKey, dataset: str, plain: Path, rows: int, version: int = 1
+        self, owner: PartyKey, dataset: str, plain: Path, rows: int, version: int = 1, *,
+        one_row: bool | None = None,
     ) -> Envelope:
+        """Seal ``plain`` and sign its upload statement; ``one_row`` (default: as the SDK
+        finds it, every identifier once and none empty) is what the statement says."""
+        if one_row is None:
+            one_row = _one_row_per_person(plain, self.manifest.dataset(dataset).id_column)
         sealed_tmp = self.root / f"{dataset}-{version}.sealed"
         with open(plain, "rb") as src, open(sealed_tmp, "wb") as dst:
             result = seal_stream(
@@ -193,6 +204,7 @@ class Room:
             rows,
             result,
             self.attestation.digest(),
+            one_row_per_person=one_row,
         )
         self.uploads.append(env)
         self.sealed_files[result.ciphertext_digest] = sealed_tmp

@@ -23,6 +23,7 @@ from importlib.machinery import ModuleSpec
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from enclave.runner.errors import (
+    E_INPUT,
     E_INTERNAL,
     E_QUERY_RUNTIME,
     E_RESOURCE,
@@ -202,12 +203,17 @@ def _received_fds(fd_socket: int | None, count: int) -> list[int]:
 
 
 def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
-              fd_socket: int | None) -> tuple[bytes, int]:
+              fd_socket: int | None, check: str | None = None) -> tuple[bytes, int]:
     """A compiled plan (platform SQL, never party code) over the inherited input files: DuckDB
     reads each Parquet file in place (``/proc/self/fd/N``); those paths are the only ones it
     may read, and its configuration is locked before the query runs. The result (group keys,
     counts and exact integer sums, or a list of ids) comes back as JSON: this process never
-    loads Arrow."""
+    loads Arrow.
+
+    ``check`` (platform SQL too, :func:`sdk.protocol.plan.one_row_check_sql`) runs first: one
+    row of counts, one per dataset, each of which must be 0, else ``E_INPUT`` naming those
+    datasets and the plan does not run (so nothing of the plan's work depends on a false
+    statement)."""
     import duckdb
 
     from enclave.runner.sqlengine import execution_error, open_connection
@@ -229,6 +235,8 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
             con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet(\'{path}\')')  # noqa: S608
     except (MemoryError, duckdb.OutOfMemoryException):
         raise RunnerError(E_RESOURCE, "memory limit exceeded") from None
+    if check is not None:
+        _check_one_row(con, check)
     try:
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description or []]
@@ -244,6 +252,23 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
     if len(body) > limits.max_output_bytes:
         raise RunnerError(E_RESOURCE, f"output exceeds {limits.max_output_bytes} bytes")
     return body, len(rows)
+
+
+def _check_one_row(con: Any, check: str) -> None:
+    from enclave.runner.sqlengine import execution_error
+
+    try:
+        cursor = con.execute(check)
+        names = [d[0] for d in cursor.description or []]
+        row = cursor.fetchone()
+    except Exception as exc:
+        raise execution_error(exc) from None
+    if row is None or len(row) != len(names):
+        raise RunnerError(E_INTERNAL, "the one-row check gave no row")
+    bad = [n for n, v in zip(names, row, strict=True) if v != 0]
+    if bad:
+        raise RunnerError(E_INPUT, f"{', '.join(repr(n) for n in bad)}: an identifier is "
+                          "repeated or empty although the owner signed one row per person")
 
 
 def _check_request(request: dict[str, Any]) -> None:
@@ -285,7 +310,10 @@ def serve(limits: RunnerLimits, fd_socket: int | None = None
     if request["kind"] == "python":
         return _run_python(request["code"], request.get("params"), request["tables"], limits)
     if request["kind"] == "plan":
-        return _run_plan(request["code"], request["tables"], limits, fd_socket)
+        check = request.get("check")
+        if check is not None and type(check) is not str:
+            raise ProtocolError("bad check")
+        return _run_plan(request["code"], request["tables"], limits, fd_socket, check)
     return _run_sql(request["code"], request.get("params"), request["tables"], limits)
 
 

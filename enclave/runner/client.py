@@ -299,8 +299,11 @@ class Runner:
         files: Mapping[str, ReadableFile] | None = None,
         max_output_rows: int | None = None,
         max_output_bytes: int | None = None,
+        check: str | None = None,
     ) -> pa.Table:
-        """Run one query (see :func:`run_query`); output caps may be raised for this run."""
+        """Run one query (see :func:`run_query`); output caps may be raised for this run. A
+        plan run may carry ``check``, platform SQL run before it whose every value must be 0
+        (else ``E_INPUT``; see ``enclave.runner.child._run_plan``)."""
         if self.used:
             raise RuntimeError("a runner runs one query")
         self.used = True
@@ -315,6 +318,8 @@ class Runner:
         if caps:
             limits = dataclasses.replace(limits, **caps)
         params_json = _check_inputs(kind, code, tables, params)
+        if check is not None and kind != "plan":
+            raise ValueError("only a plan run carries a check")
         if kind == "plan":
             if files is None or set(files) != set(tables):
                 raise ValueError("a plan run reads every table from its in-memory file")
@@ -326,10 +331,13 @@ class Runner:
             finally:
                 for fd in fds:
                     os.close(fd)
-            header = encode_frame({
+            request: dict[str, Any] = {
                 "v": 1, "kind": kind, "code": code, "params": {}, "caps": caps,
                 "tables": [{"name": n, "fd": i, "bytes": 0} for i, n in enumerate(tables)],
-            })
+            }
+            if check is not None:
+                request["check"] = check
+            header = encode_frame(request)
             return self._supervise(header, [], limits)
         views = [memoryview(data).cast("B") for data in tables.values()]
         header = encode_frame({

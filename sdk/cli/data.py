@@ -44,6 +44,10 @@ def _rejects_file(target: str | None) -> Iterator[Path | None]:
         tmp.unlink(missing_ok=True)
 
 
+ONE_ROW_LINE = ("one row per person: the statement says so, and the worker checks it before "
+                "a plan reads the file")
+
+
 def _report(ctx: Context, room: PinnedRoom, statement: Envelope, rejects: str | None) -> None:
     """Print what the signed statement says was dropped at seal time (counts, never values)."""
     upload = verify_upload(statement, room.manifest, room.digest)
@@ -51,6 +55,8 @@ def _report(ctx: Context, room: PinnedRoom, statement: Envelope, rejects: str | 
         ctx.say(dropped_line(upload.rejected) + (f", rows listed in {rejects}" if rejects else ""))
     else:
         ctx.say("no rows dropped at seal time")
+    if upload.one_row_per_person:
+        ctx.say(ONE_ROW_LINE)
 
 
 def cmd_seal(ctx: Context, args: argparse.Namespace) -> int:

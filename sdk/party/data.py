@@ -108,6 +108,7 @@ def seal_dataset(
     statement = make_upload(
         key, room.manifest, room.digest, dataset_name, version, prepared.row_count, sealed,
         worker.digest, rejected=prepared.rejected,
+        one_row_per_person=prepared.one_row_per_person,
     )
     return statement, destination
 

@@ -53,6 +53,7 @@ class PreparedDataset:
     row_count: int
     rejected: dict[str, int] = field(default_factory=dict)
     rejects: Path | None = None
+    one_row_per_person: bool = False
 
     @property
     def dropped(self) -> int:
@@ -272,6 +273,11 @@ def prepare_dataset(
         if kept == 0:
             raise InputError(f"{label}: no valid rows ({_summary(rejected)})")
         out = workdir / f"{dataset.name}.parquet"
+        ident = _quote(dataset.id_column)
+        distinct = con.execute(
+            f"SELECT count(DISTINCT {ident}) FROM staged WHERE __reason IS NULL"
+        ).fetchone()
+        one_row_per_person = distinct is not None and int(distinct[0]) == kept
         columns = ", ".join(_quote(c.name) for c in dataset.schema)
         con.execute(
             f"COPY (SELECT {columns} FROM staged WHERE __reason IS NULL) TO "
@@ -285,7 +291,7 @@ def prepare_dataset(
             )
     finally:
         con.close()
-    return PreparedDataset(out, kept, rejected, rejects)
+    return PreparedDataset(out, kept, rejected, rejects, one_row_per_person)
 
 
 def _summary(rejected: dict[str, int]) -> str:

@@ -134,6 +134,8 @@ def input_lines(room: PinnedRoom, bundle: Bundle,
                     f", {dropped} dropped at seal time ("
                     + ", ".join(f"{r}: {n}" for r, n in upload.rejected) + ")"
                     if dropped else "")
+                if upload.one_row_per_person:
+                    reads += ", one row per person (checked by the worker)"
         out.append(InputLine(item.dataset, reads, dataset.owner, dataset.id_column))
     return out
 

@@ -145,9 +145,11 @@ def make_upload(
     *,
     now: datetime | None = None,
     rejected: dict[str, int] | None = None,
+    one_row_per_person: bool = False,
 ) -> Envelope:
     """The owner's signed upload statement for a sealed file, created ``now`` (default: the
-    clock); ``rejected`` counts the rows dropped at seal time, per reason."""
+    clock); ``rejected`` counts the rows dropped at seal time, per reason;
+    ``one_row_per_person`` says no identifier occurs twice (the worker checks it)."""
     upload = Upload(
         room_id=manifest.room_id,
         manifest_digest=manifest_digest,
@@ -161,6 +163,7 @@ def make_upload(
         attestation_digest=attestation_digest,
         created_at=format_time(now or utcnow()),
         rejected=tuple(sorted((r, n) for r, n in (rejected or {}).items() if n)),
+        one_row_per_person=one_row_per_person,
     )
     return sign_envelope(Upload.KIND, upload.to_dict(), [key.signer])
 

@@ -525,6 +525,10 @@ class Upload:
     ``rejected`` counts the rows the owner's SDK dropped at seal time, per reason of
     :data:`REJECT_REASONS` (``row_count`` is what was kept); written only when something was
     dropped, so statements without drops keep their bytes.
+
+    ``one_row_per_person``: the owner's SDK found every identifier once (no person has two
+    rows). Written only when true. The worker checks it before a plan reads the file, once per
+    upload (the log keeps the result), and a plan then needs no per-person bounding for it.
     """
 
     KIND: ClassVar[str] = "upload"
@@ -541,6 +545,7 @@ class Upload:
     attestation_digest: str
     created_at: str
     rejected: tuple[tuple[str, int], ...] = ()
+    one_row_per_person: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -558,13 +563,19 @@ class Upload:
         }
         if self.rejected:
             out["rejected"] = dict(self.rejected)
+        if self.one_row_per_person:
+            out["one_row_per_person"] = True
         return out
 
     @classmethod
     def from_dict(cls, data: object) -> Upload:
         where = "upload"
         d = expect_mapping(data, where)
-        check_keys(d, where, [f.name for f in fields(cls) if f.name != "rejected"], ["rejected"])
+        optional = ["rejected", "one_row_per_person"]
+        check_keys(d, where, [f.name for f in fields(cls) if f.name not in optional], optional)
+        if "one_row_per_person" in d and d["one_row_per_person"] is not True:
+            # written only when true: one encoding only
+            raise InputError(f"{where}.one_row_per_person: omit it rather than set it false")
         rejected: list[tuple[str, int]] = []
         if "rejected" in d:
             raw = expect_mapping(d["rejected"], f"{where}.rejected")
@@ -589,6 +600,7 @@ class Upload:
             attestation_digest=get_hex64(d, "attestation_digest", where),
             created_at=check_time(d["created_at"], f"{where}.created_at"),
             rejected=tuple(sorted(rejected)),
+            one_row_per_person="one_row_per_person" in d,
         )
 
 

@@ -629,6 +629,16 @@ def match_stats_sql(plan: Plan, datasets: Mapping[str, DatasetColumns]) -> str:
             f"(SELECT bit_or(__bit) AS __mask FROM ({' UNION ALL '.join(parts)}) GROUP BY __pid)")
 
 
+def one_row_check_sql(datasets: Mapping[str, DatasetColumns], names: Sequence[str]) -> str:
+    """One row, one column per dataset in ``names`` (its name): rows minus distinct non-NULL
+    identifiers. 0 exactly when every row of that dataset has its own identifier (no person
+    twice, no NULL), as its owner's ``one_row_per_person`` says. Each value depends on that
+    dataset alone."""
+    parts = [f"(SELECT count(*) - count(DISTINCT {quote(datasets[n].id_column)}) FROM "  # noqa: S608 - identifiers quoted
+             f"{quote(n)}) AS {quote(n)}" for n in names]
+    return f"SELECT {', '.join(parts)}"
+
+
 def _bounded_input(table: str, id_col: str, values: list[str], salt: str, k: int) -> str:
     """A joined input keeping at most ``k`` rows per person, ranked by a salted hash of that
     person's own values (so a party's duplicates cannot multiply the join)."""
@@ -647,7 +657,8 @@ def _bounded_input(table: str, id_col: str, values: list[str], salt: str, k: int
 
 def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: str = "",
                    measure_sql: MeasureSql = clamp_double,
-                   match_stats: bool = False) -> CompiledPlan:
+                   match_stats: bool = False,
+                   one_row: frozenset[str] = frozenset()) -> CompiledPlan:
     """Compile a validated plan to one DuckDB query with the platform's work fused in.
 
     In order: each joined input keeps at most ``max_contributions`` rows per person (ranked
@@ -660,6 +671,11 @@ def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: 
     so repeated runs keep the same rows. With ``match_stats`` and two or more inputs, the
     result has one more row, :func:`match_stats_sql`'s, marked by ``__match`` (NULL in the
     other rows; a list's order is then the caller's to restore).
+
+    ``one_row`` names inputs known to hold one row per person, no NULL identifier (checked:
+    :func:`one_row_check_sql`). Bounding such an input keeps every row, so it is skipped, and
+    when every input is one (each person then has at most one joined row) so is the bounding
+    after the join: the same result, at the cost of a plain join and group-by.
 
     Raises ``QueryRejectedError`` when the plan does not validate.
     """
@@ -674,7 +690,8 @@ def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: 
     for join in plan.joins:
         id_col = quote(datasets[join.dataset].id_column)
         values = [quote(c) for c in sorted(needed.get(join.dataset, set()))]
-        bounded = _bounded_input(quote(join.dataset), id_col, values, salt, k)
+        bounded = quote(join.dataset) if join.dataset in one_row else \
+            _bounded_input(quote(join.dataset), id_col, values, salt, k)
         kind = {"inner": "JOIN", "left": "LEFT JOIN", "full": "FULL JOIN"}[join.kind]
         source += f" {kind} {bounded} AS {alias[join.dataset]} ON {unit} = {ids[join.dataset]}"
         if join.kind == "full":
@@ -701,7 +718,12 @@ def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: 
             value_cols.append(f"__m{i}")
     rank_args = ", ".join([_text(salt), "__unit", *group_cols, *value_cols])
     kept_cols = [*group_cols, *value_cols]
-    if k == 1:
+    if set(plan.inputs) <= one_row:
+        # at most one joined row per person already: bounding would keep every row
+        kept = "kept AS (SELECT * FROM rows)"
+        ref = {c: c for c in kept_cols}
+        units = "count(*) AS __units"
+    elif k == 1:
         # one row per person: an aggregate (arg_min by the salted hash), cheaper than a window;
         # each person then counts once, so count(*) is the distinct-person count
         picked = (f"arg_min(struct_pack({', '.join(kept_cols)}), hash({rank_args})) AS __r"
@@ -773,6 +795,7 @@ __all__: Sequence[str] = [
     "match_stats_sql",
     "match_units_column",
     "matched_of",
+    "one_row_check_sql",
     "plan_in_words",
     "referenced",
     "validate",

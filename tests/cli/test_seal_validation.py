@@ -271,3 +271,21 @@ def test_parquet_is_told_by_content_and_wrong_party_is_refused(
         p.unlink()
     fails(_seal(world, src, tmp_path / "c", key="publisher"), "E_SIGNATURE", 3)
     _nothing_left(tmp_path, world["home_publisher"])
+
+
+def test_the_statement_says_one_row_per_person_only_when_it_is_true(
+    world: dict[str, Path], signed_room: Path, tmp_path: Path
+) -> None:
+    """After normalisation (trim, lower case), ``A@b.com `` and ``a@b.com`` are one person."""
+    once = tmp_path / "once.csv"
+    once.write_text("email,plan,converted\na@b.com,team,1\nc@d.org,team,0\n")
+    twice = tmp_path / "twice.csv"
+    twice.write_text("email,plan,converted\na@b.com,team,1\n A@B.com ,starter,0\nc@d.org,team,1\n")
+    res = ok(_seal(world, once, tmp_path / "o"))
+    assert "one row per person" in res.out
+    res = ok(_seal(world, twice, tmp_path / "t"))
+    assert "one row per person" not in res.out
+    for name, expected in (("o", True), ("t", None)):
+        statement = json.loads((tmp_path / f"{name}.upload.json").read_text())
+        payload = json.loads(base64.b64decode(statement["payload"]))
+        assert payload.get("one_row_per_person") is expected

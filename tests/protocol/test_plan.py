@@ -20,6 +20,7 @@ from sdk.protocol.plan import (
     Plan,
     clamp_double,
     compile_duckdb,
+    one_row_check_sql,
     plan_in_words,
     validate,
 )
@@ -216,3 +217,31 @@ def test_removing_one_person_moves_each_output_by_its_bound(
     bound = float(fixed.max_abs) if exact else float(measure.bound)
     assert moved("m") <= k * bound + 1e-6
     assert "canary" not in repr(full)
+
+
+def _one_row(rows: list[Any]) -> list[Any]:
+    """The first row of each person: a dataset with one row per person."""
+    seen: dict[str, Any] = {}
+    for row in rows:
+        seen.setdefault(row[0], row)
+    return list(seen.values())
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan_dict=plans(), a=rows_a, b=rows_b, which=st.sampled_from(["a", "b", "both"]))
+def test_one_row_inputs_skip_bounding_with_the_same_result(
+        plan_dict: dict[str, Any], a: list[Any], b: list[Any], which: str) -> None:
+    """Inputs known to hold one row per person (their check passed) need no bounding: the
+    compiled query without it gives exactly the bounded query's figures, with either or both
+    inputs marked; and the check itself is 0 exactly for such inputs."""
+    plan = Plan.from_dict(plan_dict)
+    a1, b1 = _one_row(a), _one_row(b)
+    marked = frozenset(plan.inputs) if which == "both" else frozenset({which}) & set(plan.inputs)
+    bounded = compile_duckdb(plan, DATASETS, salt="test")
+    unbounded = compile_duckdb(plan, DATASETS, salt="test", one_row=marked)
+    assert _run(unbounded.sql, a1, b1) == _run(bounded.sql, a1, b1)
+    check = _run(one_row_check_sql(DATASETS, ["a", "b"]), a, b)
+    ((_key, counts),) = check.items()
+    assert counts["a"] == len(a) - len({r[0] for r in a})
+    assert counts["b"] == len(b) - len({r[0] for r in b})
+    assert _run(one_row_check_sql(DATASETS, ["a", "b"]), a1, b1) == {(): {"a": 0, "b": 0}}
