@@ -26,6 +26,7 @@ from sdk.protocol.plan import (
     Plan,
     PlanMeasure,
     compile_duckdb,
+    first_pass_sql,
     one_row_check_sql,
 )
 
@@ -100,9 +101,14 @@ def run_plan(bundle: Bundle, manifest: Manifest, tables: Mapping[str, ParquetDat
     plan = bundle.plan
     assert plan is not None
     check_sums_fit(plan, bundle, row_counts)
+    columns = plan_columns(manifest)
+    check = None
+    if check_one_row and match_stats and len(plan.inputs) > 1 and set(plan.inputs) <= one_row:
+        # a first run over one-row inputs: the check and the match rate in one pass
+        check, match_stats = first_pass_sql(plan, columns, list(check_one_row)), False
+    elif check_one_row:
+        check = one_row_check_sql(columns, list(check_one_row))
     compiled = compile_for_worker(bundle, manifest, match_stats=match_stats, one_row=one_row)
-    check = one_row_check_sql(plan_columns(manifest), list(check_one_row)) \
-        if check_one_row else None
     rows = declared_rows(row_counts)
     owned = runner is None
     if runner is None:

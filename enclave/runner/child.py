@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
 MAX_OPEN_FILES: Final = 64
+MATCH_MARK: Final = "__match"  # sdk.protocol.plan.MATCH_MARK (tests check they agree)
 _BLOCKED_MODULES: Final = ("pandas",)
 _OOM_FRAME: Final = encode_frame(
     {"v": 1, "ok": False, "code": E_RESOURCE, "message": "memory limit exceeded"}
@@ -210,10 +211,12 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
     counts and exact integer sums, or a list of ids) comes back as JSON: this process never
     loads Arrow.
 
-    ``check`` (platform SQL too, :func:`sdk.protocol.plan.one_row_check_sql`) runs first: one
-    row of counts, one per dataset, each of which must be 0, else ``E_INPUT`` naming those
-    datasets and the plan does not run (so nothing of the plan's work depends on a false
-    statement)."""
+    ``check`` (platform SQL too, :func:`sdk.protocol.plan.one_row_check_sql` or
+    :func:`~sdk.protocol.plan.first_pass_sql`) runs first: one row of counts, one per dataset,
+    each of which must be 0, else ``E_INPUT`` naming those datasets and the plan does not run
+    (so nothing of the plan's work depends on a false statement). Its columns named
+    ``__match…`` (the match rate's counts) come back as one more row of the result, marked
+    ``__match``, as the plan's own match row would."""
     import duckdb
 
     from enclave.runner.sqlengine import execution_error, open_connection
@@ -235,8 +238,7 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
             con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet(\'{path}\')')  # noqa: S608
     except (MemoryError, duckdb.OutOfMemoryException):
         raise RunnerError(E_RESOURCE, "memory limit exceeded") from None
-    if check is not None:
-        _check_one_row(con, check)
+    extra = _check_one_row(con, check) if check is not None else {}
     try:
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description or []]
@@ -245,6 +247,11 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
         raise
     except Exception as exc:
         raise execution_error(exc) from None
+    if extra:  # the match row, as UNION ALL BY NAME would append it
+        width = len(columns)
+        columns = [*columns, MATCH_MARK, *extra]
+        rows = [(*r, *([None] * (len(extra) + 1))) for r in rows]
+        rows.append((*([None] * width), True, *extra.values()))
     if len(rows) > limits.max_output_rows:
         raise RunnerError(E_RESOURCE, f"output exceeds {limits.max_output_rows} rows")
     body = json.dumps({"columns": columns, "rows": rows}, separators=(",", ":"),
@@ -254,7 +261,9 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
     return body, len(rows)
 
 
-def _check_one_row(con: Any, check: str) -> None:
+def _check_one_row(con: Any, check: str) -> dict[str, Any]:
+    """Run the one-row check; raise ``E_INPUT`` naming its non-zero datasets; return its
+    ``__match…`` columns."""
     from enclave.runner.sqlengine import execution_error
 
     try:
@@ -265,10 +274,12 @@ def _check_one_row(con: Any, check: str) -> None:
         raise execution_error(exc) from None
     if row is None or len(row) != len(names):
         raise RunnerError(E_INTERNAL, "the one-row check gave no row")
-    bad = [n for n, v in zip(names, row, strict=True) if v != 0]
+    values = dict(zip(names, row, strict=True))
+    bad = [n for n, v in values.items() if not n.startswith(MATCH_MARK) and v != 0]
     if bad:
         raise RunnerError(E_INPUT, f"{', '.join(repr(n) for n in bad)}: an identifier is "
                           "repeated or empty although the owner signed one row per person")
+    return {n: v for n, v in values.items() if n.startswith(MATCH_MARK)}
 
 
 def _check_request(request: dict[str, Any]) -> None:

@@ -639,6 +639,31 @@ def one_row_check_sql(datasets: Mapping[str, DatasetColumns], names: Sequence[st
     return f"SELECT {', '.join(parts)}"
 
 
+def first_pass_sql(plan: Plan, datasets: Mapping[str, DatasetColumns],
+                   check: Sequence[str]) -> str:
+    """:func:`match_stats_sql` and :func:`one_row_check_sql` in one grouping pass, for a first
+    run over inputs that all say one row per person: one row with the match columns
+    (:func:`match_units_column`, :data:`MATCHED_COLUMN`) and, per dataset in ``check``, its
+    persons with more than one row plus its rows without an identifier (0 exactly when its
+    statement is true; each depends on that dataset alone). Two or more inputs."""
+    parts = [f"SELECT {quote(datasets[name].id_column)} AS __pid, {i} AS __in "  # noqa: S608
+             f"FROM {quote(name)} WHERE {quote(datasets[name].id_column)} IS NOT NULL"
+             for i, name in enumerate(plan.inputs)]
+    per_input = ", ".join(f"count(*) FILTER (WHERE __in = {i}) AS __n{i}"
+                          for i in range(len(plan.inputs)))
+    cols = [f"count(*) FILTER (WHERE __n{i} > 0) AS {match_units_column(i)}"
+            for i in range(len(plan.inputs))]
+    cols.append(f"count(*) FILTER (WHERE {' AND '.join(f'__n{i} > 0' for i in range(len(plan.inputs)))}) "
+                f"AS {MATCHED_COLUMN}")
+    for name in check:
+        i = plan.inputs.index(name)
+        nulls = (f"(SELECT count(*) FROM {quote(name)} WHERE "  # noqa: S608 - identifiers quoted
+                 f"{quote(datasets[name].id_column)} IS NULL)")
+        cols.append(f"count(*) FILTER (WHERE __n{i} > 1) + {nulls} AS {quote(name)}")
+    return (f"SELECT {', '.join(cols)} FROM (SELECT {per_input} FROM "  # noqa: S608
+            f"({' UNION ALL '.join(parts)}) GROUP BY __pid)")
+
+
 def _bounded_input(table: str, id_col: str, values: list[str], salt: str, k: int) -> str:
     """A joined input keeping at most ``k`` rows per person, ranked by a salted hash of that
     person's own values (so a party's duplicates cannot multiply the join)."""
@@ -792,6 +817,7 @@ __all__: Sequence[str] = [
     "compile_duckdb",
     "expr_from_dict",
     "expr_in_words",
+    "first_pass_sql",
     "match_stats_sql",
     "match_units_column",
     "matched_of",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from enclave.ledger import ONE_ROW_CHECKED
 from sdk.protocol.canonical import parse_json
@@ -17,6 +18,9 @@ from sdk.protocol.plan import Col, Join, Plan, PlanGroup, PlanMeasure
 from tests.enclave.test_job_runs import no_canary, output_of, receipt_of
 from tests.kit import CANARY, Room, demo_tables
 
+SINGLE = Plan(("visits",), (), None,
+              (PlanGroup("exposed", Col("visits", "exposed"), ("0", "1")),),
+              (PlanMeasure("people", "count"),))
 PLAN = Plan(("crm", "visits"), (Join("visits"),), None,
             (PlanGroup("exposed", Col("visits", "exposed"), ("0", "1")),),
             (PlanMeasure("people", "count"),
@@ -58,18 +62,29 @@ def test_one_row_statements_are_checked_once_and_give_the_bounded_figures(tmp_pa
     assert checked(bounded) == []  # nothing claimed, nothing checked: bounded as before
     assert output_of(marked, first)["rows"] == output_of(marked, second)["rows"] \
         == output_of(plain, bounded)["rows"]
+    # the first run measured the match rate in the same pass as its check: the same rates
+    assert receipt_of(first)["match"] == receipt_of(second)["match"] \
+        == receipt_of(bounded)["match"]
+    assert [m["rate"] for m in receipt_of(first)["match"]] == ["0.5000", "0.6667"]
     no_canary(first, marked)
 
 
-def test_a_false_one_row_statement_fails_the_run_before_the_plan(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lie", ["copies", "empty id"])
+@pytest.mark.parametrize("plan", [PLAN, SINGLE], ids=["join", "single"])
+def test_a_false_one_row_statement_fails_the_run_before_the_plan(
+        tmp_path: Path, lie: str, plan: Plan) -> None:
+    """Checked in one pass with the match rate (a join's first run) or alone (one input)."""
     room = Room(tmp_path / "room", epsilon_budget="50")
     crm, visits = demo_tables()
-    # bob plants three more rows of one of alice's persons and still signs "one row per person"
-    planted = pa.concat_tables([visits, visits.slice(0, 1), visits.slice(0, 1),
-                                visits.slice(0, 1)])
+    if lie == "copies":  # three more rows of one of alice's persons
+        planted = pa.concat_tables([visits, visits.slice(0, 1), visits.slice(0, 1),
+                                    visits.slice(0, 1)])
+    else:
+        empty = visits.slice(0, 1).set_column(0, "uid", pa.array([None], pa.string()))
+        planted = pa.concat_tables([visits, empty])
     room.upload(room.alice, "crm", crm)
-    room.upload(room.bob, "visits", planted, one_row=True)
-    bundle = room.plan_bundle(PLAN)
+    room.upload(room.bob, "visits", planted, one_row=True)  # and still signs one row
+    bundle = room.plan_bundle(plan)
     doc = room.run(room.job_dir(bundle, room.approvals(bundle)))
     assert (doc["status"], doc["error_code"]) == ("failed", "E_INPUT")
     receipt = receipt_of(doc)
@@ -78,3 +93,10 @@ def test_a_false_one_row_statement_fails_the_run_before_the_plan(tmp_path: Path)
     assert "'crm'" not in receipt["details"]["message"]
     assert checked(doc) == []
     assert CANARY not in repr(doc)
+
+
+def test_the_runner_marks_the_match_row_as_the_plan_does() -> None:
+    from enclave.runner import child
+    from sdk.protocol.plan import MATCH_MARK
+
+    assert child.MATCH_MARK == MATCH_MARK

@@ -20,6 +20,8 @@ from sdk.protocol.plan import (
     Plan,
     clamp_double,
     compile_duckdb,
+    first_pass_sql,
+    match_stats_sql,
     one_row_check_sql,
     plan_in_words,
     validate,
@@ -245,3 +247,15 @@ def test_one_row_inputs_skip_bounding_with_the_same_result(
     assert counts["a"] == len(a) - len({r[0] for r in a})
     assert counts["b"] == len(b) - len({r[0] for r in b})
     assert _run(one_row_check_sql(DATASETS, ["a", "b"]), a1, b1) == {(): {"a": 0, "b": 0}}
+    if len(plan.inputs) == 2:  # a first run's single pass: the same match figures, and a check
+        for rows_of_a, rows_of_b in ((a, b), (a1, b1)):
+            ((_k, one),) = _run(first_pass_sql(plan, DATASETS, ["a", "b"]), rows_of_a,
+                                rows_of_b).items()
+            ((_k, stats),) = _run(match_stats_sql(plan, DATASETS), rows_of_a, rows_of_b).items()
+            assert {c: v for c, v in one.items() if c.startswith("__match")} == \
+                {c: v for c, v in stats.items() if c != "__match"}
+            assert (one["a"], one["b"]) == (
+                sum(1 for p in {r[0] for r in rows_of_a}
+                    if sum(r[0] == p for r in rows_of_a) > 1),
+                sum(1 for p in {r[0] for r in rows_of_b}
+                    if sum(r[0] == p for r in rows_of_b) > 1))
