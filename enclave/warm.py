@@ -19,7 +19,7 @@ from sdk.protocol import jobdir as layout
 
 IDLE_LIMIT_S = 3600.0
 """A worker nobody used within this time exits (its launcher has gone)."""
-POLL_S = 0.003
+POLL_S = 0.01
 
 _PRELOAD = ("enclave.job", "enclave.state", "enclave.release", "enclave.privacy.aggregate",
             "enclave.privacy._post", "enclave.planrun", "pyarrow", "pyarrow.parquet",
