@@ -25,8 +25,8 @@ from sqlalchemy.exc import IntegrityError
 
 from coordinator.context import Caller, Services
 from coordinator.jobs import JobInputs, gather, write_job_dir
-from coordinator.launchers.base import JOB_MOUNT
-from coordinator.launchers.docker import DockerLauncher
+from coordinator.launchers.base import JOB_MOUNT, remove_secrets
+from coordinator.launchers.docker import WARM_PREFIX, DockerLauncher
 from coordinator.launchers.reaper import reap_orphans
 from coordinator.logstore import append
 from coordinator.results import Outcome, ResultError, check_result
@@ -223,6 +223,9 @@ def reconcile(services: Services) -> list[str]:
     for run_id in stale:
         _fail(services, run_id, "E_INTERNAL", INTERRUPTED)
         shutil.rmtree(services.jobs_dir / run_id, ignore_errors=True)
+    for waiting in services.jobs_dir.glob(f"{WARM_PREFIX}*"):  # a waiting worker's, left by a crash
+        remove_secrets(waiting)
+        shutil.rmtree(waiting, ignore_errors=True)
     return stale
 
 
