@@ -76,8 +76,8 @@ def test_an_approval_pins_the_upload_a_run_reads(room: World) -> None:
     out = _overlap(room, "pinned")
     assert re.search(r"reads customers: version 1 \(upload [0-9a-f]{12}\)", out), out
     review = ok(room.cli("publisher", "bundle", "review", room.bundles["pinned"])).out
-    assert re.search(rf"customers\s+version 1 \(upload [0-9a-f]{{12}}\): {BRAND} rows\s+brand",
-                     review), review
+    assert re.search(rf"customers\s+version 1 \(upload [0-9a-f]{{12}}\): {BRAND} rows, "
+                     r"one row per person \(checked by the worker\)\s+brand", review), review
     for party in ("brand", "publisher"):
         ok(room.cli(party, "bundle", "approve", "--yes", room.bundles["pinned"]))
     # a new upload after the approvals: v2, a smaller file, agreed with the coordinator
