@@ -24,7 +24,11 @@ class MemFile:
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
         try:
             os.ftruncate(self.fd, size)
-            self._map = mmap.mmap(self.fd, max(size, 1)) if size else None
+            # populated: the pages are allocated at once, not faulted in one by one while
+            # the plaintext is written (the whole file is written anyway)
+            self._map = mmap.mmap(self.fd, max(size, 1),
+                                  flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)) \
+                if size else None
         except BaseException:
             os.close(self.fd)
             raise
@@ -35,6 +39,11 @@ class MemFile:
 
     def __len__(self) -> int:
         return self.size
+
+    def writable(self, start: int, stop: int) -> memoryview:
+        """A writable view of bytes ``start:stop`` (for decrypting straight into the file)."""
+        assert self._map is not None
+        return memoryview(self._map)[start:stop]
 
     def view(self) -> memoryview:
         """A read-only view of the contents (empty for a 0-byte file)."""

@@ -374,7 +374,8 @@ def open_to_buffer(
 
     ``allocate(size)`` makes that buffer (default ``bytearray``; the worker passes a
     memory-backed file's mapping, so the query engine can read the plaintext in place); it
-    must support slice assignment. Returns it.
+    must support slice assignment, or offer ``writable(start, stop)`` (a writable memoryview,
+    which each chunk is decrypted straight into). Returns it.
 
     The buffer is allocated once, at the exact plaintext size (which the header's chunk size and
     ``ciphertext_size`` determine), before any chunk is decrypted, and each chunk is decrypted
@@ -396,6 +397,8 @@ def open_to_buffer(
     if size > max_plaintext_bytes:
         raise ResourceError("input larger than the plaintext cap")
     out = allocate(size)
+    # decrypt in place, without a chunk copy (cryptography's decrypt_into, where it has it)
+    writable = getattr(out, "writable", None) if hasattr(aead, "decrypt_into") else None
     hdigest = header.digest
     buffer = bytearray(block)
     view = memoryview(buffer)
@@ -406,11 +409,18 @@ def open_to_buffer(
         if _read_full(src, view[:want]) != want:
             raise DecryptionError()
         try:
-            plain = aead.decrypt(_nonce(index), view[:want], _aad(hdigest, index, final))
+            if writable is not None:
+                n = want - TAG_SIZE
+                with writable(position, position + n) as target:
+                    aead.decrypt_into(_nonce(index), view[:want], _aad(hdigest, index, final),
+                                      target)
+            else:
+                plain = aead.decrypt(_nonce(index), view[:want], _aad(hdigest, index, final))
+                n = len(plain)
+                out[position : position + n] = plain
         except InvalidTag as exc:
             raise DecryptionError() from exc
-        out[position : position + len(plain)] = plain
-        position += len(plain)
+        position += n
     if position != size or src.read(1):
         raise DecryptionError()
     return out

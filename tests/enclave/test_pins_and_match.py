@@ -95,7 +95,8 @@ def test_match_rate_is_noised_with_dp_and_within_the_declared_epsilon(room: Room
         assert doc["status"] == "succeeded", doc["error_code"]
         got = rates(doc)
         seen.add(got["crm"])
-        assert got["crm"] is not None and abs(Decimal(got["crm"]) - Decimal("0.5")) < Decimal("0.2")
+        # noise of scale 20 persons on 200 matched of 400: 0.4 is about eight scales away
+        assert got["crm"] is not None and abs(Decimal(got["crm"]) - Decimal("0.5")) < Decimal("0.4")
         privacy = receipt_of(doc)["privacy"]
         assert privacy["epsilon_charged"] == "1"
         assert "0.1 more for the match rate" in output_of(room, doc)["meta"]["mechanism"]
