@@ -66,7 +66,9 @@ def open_connection(tables: Mapping[str, pa.Table], limits: RunnerLimits, *,
         "temp_directory": os.path.join(os.getcwd(), "spill") if readable and limits.spill_bytes
         else "",
         "threads": limits.threads,
-        "memory_limit": f"{max(64 << 20, limits.memory_bytes // 2)}B",
+        # platform SQL (a plan: its operators spill) may use three quarters of the runner's
+        # address space for its buffers; custom code keeps half (it cannot spill at all)
+        "memory_limit": f"{max(64 << 20, limits.memory_bytes * (3 if readable else 2) // 4)}B",
         "lock_configuration": True,
     }
     if readable and limits.spill_bytes:
