@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None, runner: Any = None) -> int:
             from enclave.warm import wait_for_go
 
             if not wait_for_go(Path(args.job), runner):
-                _write({"status": "failed", "error_code": "E_INTERNAL", "receipt": None,
-                        "checkpoint": None, "log_entries": [], "outputs": {}})
+                from enclave.job import failure_document
+
+                _write(failure_document("E_INTERNAL"))
                 return 0
         _write(Job(Path(args.job), image_id=args.image_id, isolation=args.isolation,
                    runner=runner).run())

@@ -121,7 +121,8 @@ def _preload(*modules: str) -> threading.Thread:
     return thread
 
 
-def _failure(code: str) -> dict[str, Any]:
+def failure_document(code: str) -> dict[str, Any]:
+    """The result document of a run that ended before it could sign anything."""
     return {
         "status": "failed",
         "error_code": code,
@@ -200,7 +201,7 @@ class Job:
                     files.attestations[0], files.attestations[1:], keys, self.measurement
                 )
         except Exception as exc:  # nothing trusted yet: no receipt can be signed
-            return _failure(error_code_of(exc))
+            return failure_document(error_code_of(exc))
         return self._run_trusted(files, keys, state)
 
     def _unseal_keys(self) -> WorkerKeys:
@@ -453,7 +454,7 @@ class Job:
                 )
             )
         except (LogError, InputError, AttestationError):
-            return _failure("E_LOG")
+            return failure_document("E_LOG")
         return self._finish(
             files, keys, state, "refused", code, safe_message(exc), {}, [], None, log
         )

@@ -616,17 +616,8 @@ def match_stats_sql(plan: Plan, datasets: Mapping[str, DatasetColumns]) -> str:
     input order) and the persons found in every input (:data:`MATCHED_COLUMN`), all before
     predicates and bounding. A person is one non-NULL identifier value, as in the plan.
 
-    One grouping pass over every input's identifiers: each person gets a bit per input it is
-    in (cheaper than a distinct count per input and an intersection)."""
-    parts = [f"SELECT {quote(datasets[name].id_column)} AS __pid, {1 << i} AS __bit "  # noqa: S608
-             f"FROM {quote(name)} WHERE {quote(datasets[name].id_column)} IS NOT NULL"
-             for i, name in enumerate(plan.inputs)]
-    everyone = (1 << len(plan.inputs)) - 1
-    units = [f"count(*) FILTER (WHERE __mask & {1 << i} <> 0) AS {match_units_column(i)}"
-             for i in range(len(plan.inputs))]
-    return (f"SELECT TRUE AS {MATCH_MARK}, {', '.join(units)}, "  # noqa: S608 - identifiers quoted
-            f"count(*) FILTER (WHERE __mask = {everyone}) AS {MATCHED_COLUMN} FROM "
-            f"(SELECT bit_or(__bit) AS __mask FROM ({' UNION ALL '.join(parts)}) GROUP BY __pid)")
+    :func:`first_pass_sql`'s grouping pass, without its checks."""
+    return f"SELECT TRUE AS {MATCH_MARK}, * FROM ({first_pass_sql(plan, datasets, ())})"  # noqa: S608
 
 
 def one_row_check_sql(datasets: Mapping[str, DatasetColumns], names: Sequence[str]) -> str:
