@@ -119,7 +119,8 @@ def run_plan(bundle: Bundle, manifest: Manifest, tables: Mapping[str, ParquetDat
     try:
         if files is not None and set(files) == set(tables):
             return runner.run("plan", compiled.sql, tables, {}, files=files,
-                              max_output_rows=max_rows, max_output_bytes=max_bytes, check=check)
+                              max_output_rows=max_rows, max_output_bytes=max_bytes, check=check,
+                              joins_only=not compiled.groups_persons)
         if check is not None:
             raise ValueError("a one-row check needs the inputs as in-memory files")
         return runner.run("sql", compiled.sql, tables, {}, max_output_rows=max_rows,

@@ -18,7 +18,7 @@ import math
 import os
 import resource
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.machinery import ModuleSpec
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -204,7 +204,8 @@ def _received_fds(fd_socket: int | None, count: int) -> list[int]:
 
 
 def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
-              fd_socket: int | None, check: str | None = None) -> tuple[bytes, int]:
+              fd_socket: int | None, check: str | None = None,
+              joins_only: bool = False) -> tuple[bytes, int]:
     """A compiled plan (platform SQL, never party code) over the inherited input files: DuckDB
     reads each Parquet file in place (``/proc/self/fd/N``); those paths are the only ones it
     may read, and its configuration is locked before the query runs. The result (group keys,
@@ -216,10 +217,10 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
     each of which must be 0, else ``E_INPUT`` naming those datasets and the plan does not run
     (so nothing of the plan's work depends on a false statement). Its columns named
     ``__match…`` (the match rate's counts) come back as one more row of the result, marked
-    ``__match``, as the plan's own match row would."""
-    import duckdb
-
-    from enclave.runner.sqlengine import execution_error, open_connection
+    ``__match``, as the plan's own match row would. The check has its own connection, with
+    DuckDB's default share of the memory; ``joins_only`` (the plan groups by no person:
+    ``CompiledPlan.groups_persons`` false) gives the plan's connection the larger share."""
+    from enclave.runner.sqlengine import BUFFER_SHARE, JOIN_BUFFER_SHARE, execution_error
 
     fds = _received_fds(fd_socket, len(metas))
     os.close(0)
@@ -231,14 +232,14 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
         if type(index) is not int or not 0 <= index < len(fds):
             raise ProtocolError("bad input descriptor")
         paths[meta["name"]] = f"/proc/self/fd/{fds[index]}"
-    con = open_connection({}, limits, readable=list(paths.values()))
-    try:
-        for name, path in paths.items():
-            # names are checked identifiers (client.TABLE_NAME), paths built here from an int
-            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet(\'{path}\')')  # noqa: S608
-    except (MemoryError, duckdb.OutOfMemoryException):
-        raise RunnerError(E_RESOURCE, "memory limit exceeded") from None
-    extra = _check_one_row(con, check) if check is not None else {}
+    extra: dict[str, Any] = {}
+    if check is not None:
+        checking = _plan_connection(paths, limits, BUFFER_SHARE)
+        try:
+            extra = _check_one_row(checking, check)
+        finally:
+            checking.close()
+    con = _plan_connection(paths, limits, JOIN_BUFFER_SHARE if joins_only else BUFFER_SHARE)
     try:
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description or []]
@@ -259,6 +260,25 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
     if len(body) > limits.max_output_bytes:
         raise RunnerError(E_RESOURCE, f"output exceeds {limits.max_output_bytes} bytes")
     return body, len(rows)
+
+
+def _plan_connection(paths: Mapping[str, str], limits: RunnerLimits, share: float) -> Any:
+    """A locked DuckDB connection that may read only ``paths`` (table name → inherited
+    descriptor path), each as a view named as its table, its buffers ``share`` of the
+    runner's memory. Raises ``RunnerError(E_RESOURCE)`` when it cannot allocate."""
+    import duckdb
+
+    from enclave.runner.sqlengine import open_connection
+
+    con = open_connection({}, limits, readable=list(paths.values()), buffer_share=share)
+    try:
+        for name, path in paths.items():
+            # names are checked identifiers (client.TABLE_NAME), paths built here from an int
+            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet(\'{path}\')')  # noqa: S608
+    except (MemoryError, duckdb.OutOfMemoryException):
+        con.close()
+        raise RunnerError(E_RESOURCE, "memory limit exceeded") from None
+    return con
 
 
 def _check_one_row(con: Any, check: str) -> dict[str, Any]:
@@ -322,9 +342,11 @@ def serve(limits: RunnerLimits, fd_socket: int | None = None
         return _run_python(request["code"], request.get("params"), request["tables"], limits)
     if request["kind"] == "plan":
         check = request.get("check")
-        if check is not None and type(check) is not str:
+        joins_only = request.get("joins_only", False)
+        if (check is not None and type(check) is not str) or type(joins_only) is not bool:
             raise ProtocolError("bad check")
-        return _run_plan(request["code"], request["tables"], limits, fd_socket, check)
+        return _run_plan(request["code"], request["tables"], limits, fd_socket, check,
+                         joins_only)
     return _run_sql(request["code"], request.get("params"), request["tables"], limits)
 
 

@@ -300,10 +300,13 @@ class Runner:
         max_output_rows: int | None = None,
         max_output_bytes: int | None = None,
         check: str | None = None,
+        joins_only: bool = False,
     ) -> pa.Table:
         """Run one query (see :func:`run_query`); output caps may be raised for this run. A
         plan run may carry ``check``, platform SQL run before it whose every value must be 0
-        (else ``E_INPUT``; see ``enclave.runner.child._run_plan``)."""
+        (else ``E_INPUT``; see ``enclave.runner.child._run_plan``), and ``joins_only``: its
+        query groups by no person (``CompiledPlan.groups_persons`` false), so DuckDB may
+        buffer more."""
         if self.used:
             raise RuntimeError("a runner runs one query")
         self.used = True
@@ -318,8 +321,8 @@ class Runner:
         if caps:
             limits = dataclasses.replace(limits, **caps)
         params_json = _check_inputs(kind, code, tables, params)
-        if check is not None and kind != "plan":
-            raise ValueError("only a plan run carries a check")
+        if (check is not None or joins_only) and kind != "plan":
+            raise ValueError("only a plan run carries a check or joins_only")
         if kind == "plan":
             if files is None or set(files) != set(tables):
                 raise ValueError("a plan run reads every table from its in-memory file")
@@ -337,6 +340,8 @@ class Runner:
             }
             if check is not None:
                 request["check"] = check
+            if joins_only:
+                request["joins_only"] = True
             header = encode_frame(request)
             return self._supervise(header, [], limits)
         views = [memoryview(data).cast("B") for data in tables.values()]

@@ -591,12 +591,18 @@ class CompiledPlan:
     groups), ``__units`` (distinct persons) and one column per ``sum``/``mean`` measure (named
     as the measure: the sum of what the kept rows contribute). List release: one column
     ``__id``, the distinct listed identifiers as text, sorted.
+
+    ``groups_persons`` is false when the query only joins and groups by the plan's own group
+    keys: no grouping by person (bounding, the match row, a list's distinct identifiers). The
+    runner then lets DuckDB buffer more (a join spills cleanly; a grouping by person over
+    every identifier does not always).
     """
 
     sql: str
     release: str
     group_columns: tuple[str, ...]
     measure_columns: tuple[str, ...]
+    groups_persons: bool = True
 
 
 MATCH_MARK = "__match"
@@ -766,8 +772,10 @@ def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: 
         f"WITH rows AS (SELECT {', '.join(cols)} FROM {source} WHERE {predicate}), "  # noqa: S608 - identifiers quoted, literals escaped
         f"{kept} SELECT {', '.join(outer)} FROM kept{group_clause}"
     )
+    with_match = match_stats and len(plan.inputs) > 1
     return CompiledPlan(_with_match(sql, plan, datasets, match_stats), "aggregate",
-                        tuple(g.name for g in plan.group_by), tuple(measure_cols))
+                        tuple(g.name for g in plan.group_by), tuple(measure_cols),
+                        groups_persons=with_match or not set(plan.inputs) <= one_row)
 
 
 def _with_match(sql: str, plan: Plan, datasets: Mapping[str, DatasetColumns],

@@ -259,3 +259,16 @@ def test_one_row_inputs_skip_bounding_with_the_same_result(
                     if sum(r[0] == p for r in rows_of_a) > 1),
                 sum(1 for p in {r[0] for r in rows_of_b}
                     if sum(r[0] == p for r in rows_of_b) > 1))
+
+
+def test_only_a_plan_over_one_row_inputs_without_match_row_groups_no_person() -> None:
+    """``groups_persons`` (the runner's larger DuckDB buffers when false) is false only for an
+    aggregate whose every input is one row per person and that carries no match row."""
+    plan = Plan.from_dict(base_plan())
+    both = frozenset({"a", "b"})
+    assert not compile_duckdb(plan, DATASETS, one_row=both).groups_persons
+    assert compile_duckdb(plan, DATASETS, one_row=both, match_stats=True).groups_persons
+    assert compile_duckdb(plan, DATASETS, one_row=frozenset({"a"})).groups_persons
+    assert compile_duckdb(plan, DATASETS).groups_persons
+    listing = Plan.from_dict(base_plan(release="list", group_by=[], measures=[]))
+    assert compile_duckdb(listing, DATASETS, one_row=both).groups_persons
