@@ -220,7 +220,7 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
     ``__match``, as the plan's own match row would. The check has its own connection, with
     DuckDB's default share of the memory; ``joins_only`` (the plan groups by no person:
     ``CompiledPlan.groups_persons`` false) gives the plan's connection the larger share."""
-    from enclave.runner.sqlengine import BUFFER_SHARE, JOIN_BUFFER_SHARE, execution_error
+    from enclave.runner.sqlengine import execution_error
 
     fds = _received_fds(fd_socket, len(metas))
     os.close(0)
@@ -234,12 +234,12 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
         paths[meta["name"]] = f"/proc/self/fd/{fds[index]}"
     extra: dict[str, Any] = {}
     if check is not None:
-        checking = _plan_connection(paths, limits, BUFFER_SHARE)
+        checking = _plan_connection(paths, limits, joins_only=False)
         try:
             extra = _check_one_row(checking, check)
         finally:
             checking.close()
-    con = _plan_connection(paths, limits, JOIN_BUFFER_SHARE if joins_only else BUFFER_SHARE)
+    con = _plan_connection(paths, limits, joins_only=joins_only)
     try:
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description or []]
@@ -262,15 +262,17 @@ def _run_plan(sql: str, metas: Sequence[dict[str, Any]], limits: RunnerLimits,
     return body, len(rows)
 
 
-def _plan_connection(paths: Mapping[str, str], limits: RunnerLimits, share: float) -> Any:
+def _plan_connection(paths: Mapping[str, str], limits: RunnerLimits, *,
+                     joins_only: bool) -> Any:
     """A locked DuckDB connection that may read only ``paths`` (table name → inherited
-    descriptor path), each as a view named as its table, its buffers ``share`` of the
-    runner's memory. Raises ``RunnerError(E_RESOURCE)`` when it cannot allocate."""
+    descriptor path), each as a view named as its table; ``joins_only`` sizes its buffers
+    (:func:`enclave.runner.sqlengine.buffer_bytes`). Raises ``RunnerError(E_RESOURCE)`` when it
+    cannot allocate."""
     import duckdb
 
     from enclave.runner.sqlengine import open_connection
 
-    con = open_connection({}, limits, readable=list(paths.values()), buffer_share=share)
+    con = open_connection({}, limits, readable=list(paths.values()), joins_only=joins_only)
     try:
         for name, path in paths.items():
             # names are checked identifiers (client.TABLE_NAME), paths built here from an int

@@ -22,8 +22,8 @@ class RunnerLimits:
     is enforced by the parent, which kills the runner's process group at the deadline (the
     deadline covers start-up and the hand-over of the input); ``memory_bytes`` becomes RLIMIT_AS
     (address space, which is larger than resident memory: leave headroom for the interpreter,
-    about 0.4 GiB) and DuckDB's ``memory_limit`` is a share of it (``sqlengine.BUFFER_SHARE``:
-    half, three quarters for a plan grouping by no person); ``max_output_bytes`` caps the
+    about 0.4 GiB) and DuckDB's ``memory_limit`` is a share of it (``sqlengine.buffer_bytes``:
+    half, up to three quarters for a plan grouping by no person); ``max_output_bytes`` caps the
     Arrow IPC result and ``max_output_rows`` its rows; ``threads`` sizes the Arrow and DuckDB
     thread pools. ``max_input_rows`` and ``max_input_columns`` cap each input table (checked
     from the Parquet footer before decoding). ``spill_bytes`` (default 0: none) lets a *plan*

@@ -42,25 +42,34 @@ _QUOTABLE: Final = (
 )
 _MEMORY_WORDS: Final = re.compile(r"out of memory|allocat|bad_alloc|memory limit", re.I)
 MAX_MESSAGE: Final = 500
-# DuckDB's buffers, as a part of the runner's address space (the rest is DuckDB's own
-# allocations beside its buffer manager, Python and the engines' code). Half by default: at
-# three quarters a grouping by person over 150M identifiers (100M x 50M) exceeded the address
-# space limit (E_RESOURCE) instead of spilling. A plan that only joins and groups by its own
-# keys may use three quarters: its 100M x 50M join then stops spilling (3.4x faster).
-BUFFER_SHARE: Final = 0.5
-JOIN_BUFFER_SHARE: Final = 0.75
+GIB: Final = 1 << 30
+JOIN_HEADROOM: Final = 2 * GIB
+
+
+def buffer_bytes(memory_bytes: int, *, joins_only: bool = False) -> int:
+    """DuckDB's ``memory_limit`` in a runner of ``memory_bytes`` address space: half of it (the
+    rest is DuckDB's allocations beside its buffer manager, Python and the engines' code; at
+    three quarters a grouping by person over 150M identifiers exceeded the address-space limit,
+    ``E_RESOURCE``, instead of spilling). ``joins_only`` (a plan that groups by no person: a join
+    and a group-by on its own keys, which spill cleanly) gets up to three quarters, keeping at
+    least :data:`JOIN_HEADROOM` beside the buffers: its 100M x 50M join then stops spilling
+    (3.4x faster); a small runner keeps half."""
+    half = memory_bytes // 2
+    if not joins_only:
+        return max(64 << 20, half)
+    return max(64 << 20, half, min(memory_bytes * 3 // 4, memory_bytes - JOIN_HEADROOM))
 BATCH_ROWS: Final = 1 << 17
 
 
 def open_connection(tables: Mapping[str, pa.Table], limits: RunnerLimits, *,
                     readable: list[str] | None = None,
-                    buffer_share: float = BUFFER_SHARE) -> duckdb.DuckDBPyConnection:
+                    joins_only: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with external access off, configuration locked, tables registered.
 
     ``readable`` (plan runs only: platform SQL) lists the only files DuckDB may read, the
     runner's inherited input descriptors; they are allowed before external access is switched
-    off and the configuration locked, so no statement can widen them. ``buffer_share`` is
-    the part of the runner's address space DuckDB may use for its buffers (``memory_limit``).
+    off and the configuration locked, so no statement can widen them. ``joins_only``: the
+    plan groups by no person, so DuckDB may buffer more (:func:`buffer_bytes`).
 
     Raises ``RunnerError(E_RESOURCE)`` when DuckDB cannot allocate its start-up memory (it
     needs roughly 0.5 GiB of address space: give SQL runs ``memory_bytes`` of 1 GiB or more).
@@ -75,7 +84,7 @@ def open_connection(tables: Mapping[str, pa.Table], limits: RunnerLimits, *,
         "temp_directory": os.path.join(os.getcwd(), "spill") if readable and limits.spill_bytes
         else "",
         "threads": limits.threads,
-        "memory_limit": f"{max(64 << 20, int(limits.memory_bytes * buffer_share))}B",
+        "memory_limit": f"{buffer_bytes(limits.memory_bytes, joins_only=joins_only)}B",
         "lock_configuration": True,
     }
     if readable and limits.spill_bytes:

@@ -13,7 +13,7 @@ import pytest
 from enclave.memfile import MemFile
 from enclave.runner import RunnerError, run_query
 from enclave.runner.limits import RunnerLimits
-from enclave.runner.sqlengine import open_connection
+from enclave.runner.sqlengine import GIB, JOIN_HEADROOM, buffer_bytes, open_connection
 
 
 def parquet(table: pa.Table) -> bytes:
@@ -73,3 +73,18 @@ def test_only_a_plan_run_may_spill() -> None:
     custom = run_query("sql", "SELECT current_setting('temp_directory') AS d",
                        {"t": data}, {}, limits)
     assert custom.to_pylist()[0]["d"] == ""
+
+
+def test_only_a_large_join_only_runner_buffers_more_than_half() -> None:
+    """DuckDB's memory limit: half the runner's address space, and for a plan grouping by no
+    person up to three quarters, never leaving less than the headroom beside it."""
+    for memory in (1 * GIB, 4 * GIB, 12 * GIB, 64 * GIB):
+        assert buffer_bytes(memory) == memory // 2
+        joins = buffer_bytes(memory, joins_only=True)
+        assert memory // 2 <= joins <= memory * 3 // 4
+        assert joins == memory // 2 or memory - joins >= JOIN_HEADROOM
+    assert buffer_bytes(4 * GIB, joins_only=True) == 2 * GIB
+    assert buffer_bytes(12 * GIB, joins_only=True) == 9 * GIB
+    con = open_connection({}, RunnerLimits(memory_bytes=12 * GIB), readable=["/nonexistent"],
+                          joins_only=True)
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone() is not None
