@@ -235,6 +235,7 @@ class Job:
         privacy: PrivacyRecord | None = None
         match: tuple[MatchRecord, ...] = ()
         status, code, message = "succeeded", None, ""
+        tables: dict[str, memoryview] = {}
         try:
             with self.timer.step("decrypt"):
                 tables = self._decrypt(files, state, keys)
@@ -256,12 +257,30 @@ class Job:
         except Exception as exc:
             status, code, message = "failed", error_code_of(exc), safe_message(exc)
             outputs, records, match = {}, [], ()
+        self._free_inputs(tables)
         return self._finish(
             files, keys, state, status, code, message, outputs, records, privacy, log,
             match=match,
         )
 
     # -- steps -------------------------------------------------------------------------------
+
+    def _free_inputs(self, tables: dict[str, memoryview]) -> None:
+        """Free the decrypted inputs once the outputs are sealed: a process that runs another
+        job next (a test, a benchmark) must not hold two jobs' plaintext. A file still
+        referenced elsewhere is left to the garbage collector."""
+        for view in tables.values():
+            try:
+                view.release()
+            except BufferError:
+                pass
+        tables.clear()
+        for memfile in self.files.values():
+            try:
+                memfile.close()
+            except BufferError:
+                pass
+        self.files.clear()
 
     def _output_spec(self, state: TrustedJobState) -> OutputSpec:
         """The signed output spec (admission, in ``verify_bundle``, checked that a plan or

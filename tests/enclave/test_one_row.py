@@ -100,3 +100,27 @@ def test_the_runner_marks_the_match_row_as_the_plan_does() -> None:
     from sdk.protocol.plan import MATCH_MARK
 
     assert child.MATCH_MARK == MATCH_MARK
+
+
+def test_a_job_frees_its_decrypted_inputs_when_it_ends(tmp_path: Path) -> None:
+    """The plaintext lives in in-memory files for the run only: once the outputs are sealed,
+    the job closes them (a process running a second job must not hold two jobs' inputs)."""
+    from enclave.job import Job
+
+    room = make_room(tmp_path, None)
+    bundle = room.plan_bundle(PLAN)
+    job = Job(room.job_dir(bundle, room.approvals(bundle)), image_id="unisolated",
+              isolation="none")
+    opened: list[Any] = []
+    decrypt = job._decrypt
+
+    def spy(*args: Any) -> Any:
+        tables = decrypt(*args)
+        opened.extend(job.files.values())
+        return tables
+
+    job._decrypt = spy  # type: ignore[method-assign]
+    doc = job.run()
+    assert doc["status"] == "succeeded", doc["error_code"]
+    assert len(opened) == 2 and job.files == {}
+    assert all(f.fd == -1 for f in opened)
