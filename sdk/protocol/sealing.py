@@ -373,14 +373,13 @@ def open_to_buffer(
     """Decrypt a sealed stream of exactly ``ciphertext_size`` bytes into one buffer.
 
     ``allocate(size)`` makes that buffer (default ``bytearray``; the worker passes a
-    memory-backed file's mapping, so the query engine can read the plaintext in place); it
-    must support slice assignment, or offer ``writable(start, stop)`` (a writable memoryview,
-    which each chunk is decrypted straight into). Returns it.
+    memory-backed file, so the query engine can read the plaintext in place); it must support
+    slice assignment. Returns it.
 
     The buffer is allocated once, at the exact plaintext size (which the header's chunk size and
-    ``ciphertext_size`` determine), before any chunk is decrypted, and each chunk is decrypted
-    straight into its place: whatever the size, the plaintext exists once, plus one chunk in
-    flight. The checks are :func:`open_stream`'s, in the same order.
+    ``ciphertext_size`` determine), before any chunk is decrypted, and each chunk is written
+    into its place once decrypted: whatever the size, the plaintext exists once, plus one chunk
+    in flight. The checks are :func:`open_stream`'s, in the same order.
 
     Raises:
         DecryptionError: on any failure, always the same opaque error, including a stream that
@@ -397,8 +396,6 @@ def open_to_buffer(
     if size > max_plaintext_bytes:
         raise ResourceError("input larger than the plaintext cap")
     out = allocate(size)
-    # decrypt in place, without a chunk copy (cryptography's decrypt_into, where it has it)
-    writable = getattr(out, "writable", None) if hasattr(aead, "decrypt_into") else None
     hdigest = header.digest
     buffer = bytearray(block)
     view = memoryview(buffer)
@@ -409,15 +406,9 @@ def open_to_buffer(
         if _read_full(src, view[:want]) != want:
             raise DecryptionError()
         try:
-            if writable is not None:
-                n = want - TAG_SIZE
-                with writable(position, position + n) as target:
-                    aead.decrypt_into(_nonce(index), view[:want], _aad(hdigest, index, final),
-                                      target)
-            else:
-                plain = aead.decrypt(_nonce(index), view[:want], _aad(hdigest, index, final))
-                n = len(plain)
-                out[position : position + n] = plain
+            plain = aead.decrypt(_nonce(index), view[:want], _aad(hdigest, index, final))
+            n = len(plain)
+            out[position : position + n] = plain
         except InvalidTag as exc:
             raise DecryptionError() from exc
         position += n
