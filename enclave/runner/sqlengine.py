@@ -42,6 +42,7 @@ _QUOTABLE: Final = (
 )
 _MEMORY_WORDS: Final = re.compile(r"out of memory|allocat|bad_alloc|memory limit", re.I)
 MAX_MESSAGE: Final = 500
+BATCH_ROWS: Final = 1 << 17
 GIB: Final = 1 << 30
 JOIN_HEADROOM: Final = 2 * GIB
 
@@ -58,7 +59,6 @@ def buffer_bytes(memory_bytes: int, *, joins_only: bool = False) -> int:
     if not joins_only:
         return max(64 << 20, half)
     return max(64 << 20, half, min(memory_bytes * 3 // 4, memory_bytes - JOIN_HEADROOM))
-BATCH_ROWS: Final = 1 << 17
 
 
 def open_connection(tables: Mapping[str, pa.Table], limits: RunnerLimits, *,

@@ -772,15 +772,20 @@ def compile_duckdb(plan: Plan, datasets: Mapping[str, DatasetColumns], *, salt: 
         f"WITH rows AS (SELECT {', '.join(cols)} FROM {source} WHERE {predicate}), "  # noqa: S608 - identifiers quoted, literals escaped
         f"{kept} SELECT {', '.join(outer)} FROM kept{group_clause}"
     )
-    with_match = match_stats and len(plan.inputs) > 1
     return CompiledPlan(_with_match(sql, plan, datasets, match_stats), "aggregate",
                         tuple(g.name for g in plan.group_by), tuple(measure_cols),
-                        groups_persons=with_match or not set(plan.inputs) <= one_row)
+                        groups_persons=_has_match_row(plan, match_stats)
+                        or not set(plan.inputs) <= one_row)
+
+
+def _has_match_row(plan: Plan, match_stats: bool) -> bool:
+    """Whether the compiled query carries the match-rate row (a join, measured this run)."""
+    return match_stats and len(plan.inputs) > 1
 
 
 def _with_match(sql: str, plan: Plan, datasets: Mapping[str, DatasetColumns],
                 match_stats: bool) -> str:
-    if not match_stats or len(plan.inputs) < 2:
+    if not _has_match_row(plan, match_stats):
         return sql
     return f"SELECT * FROM ({sql}) UNION ALL BY NAME {match_stats_sql(plan, datasets)}"  # noqa: S608
 
